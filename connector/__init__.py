@@ -1,0 +1,1 @@
+"""The connector: keeps WhatsApp sessions alive and bridges them to NATS JetStream."""

@@ -1,0 +1,3 @@
+from connector.service import main
+
+main()

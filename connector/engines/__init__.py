@@ -1,0 +1,1 @@
+"""Engine adapters: `sim` (in-process stand-in for WhatsApp) and `neonize` (the real network)."""

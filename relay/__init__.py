@@ -1,0 +1,1 @@
+"""The relay: signed HTTP commands in, Standard Webhooks out. Stateless; run as many as needed."""

@@ -1,0 +1,72 @@
+"""The relay's app factory: routes from declarative lists, I/O opened only in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount
+
+from relay.problems import EXCEPTION_HANDLERS
+from relay.replay import ReplayGuard
+from relay.routes import V1_ROUTES
+from relay.state import RelayState
+from relay.webhooks.signature import WebhookSecret
+from relay.webhooks.worker import WebhookWorker
+from wabus.health import health_routes
+from wabus.logs import get_logger
+from wabus.natsbus import connect, ensure_streams, streams_present
+from wabus.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def _readiness(request: Request) -> dict[str, bool]:
+    state: RelayState = request.state.relay
+    connected = state.nc.is_connected
+    return {
+        "nats": connected,
+        "streams": connected and await streams_present(state.js, state.settings),
+    }
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the relay. With no settings they are read from the environment (uvicorn's factory)."""
+    settings = settings or Settings()
+    if not settings.api_keys:
+        log.warning("WABUS_API_KEYS is empty: every signed route will answer 401")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        nc = await connect(settings, "wabus-relay")
+        js = nc.jetstream()
+        await ensure_streams(js, settings)
+        replay = await ReplayGuard.open(js, settings.topology)
+        state = RelayState(settings, settings.keys, nc, js, replay)
+        stop = asyncio.Event()
+        worker_task = None
+        if settings.webhook_url and settings.webhook_secret:
+            secret = WebhookSecret(settings.webhook_secret.get_secret_value())
+            worker = WebhookWorker(js, settings, settings.webhook_url, secret)
+            worker_task = asyncio.create_task(worker.run(stop))
+        else:
+            log.warning(
+                "WABUS_WEBHOOK_URL or WABUS_WEBHOOK_SECRET unset: webhooks are not delivered"
+            )
+        try:
+            yield {"relay": state}
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await nc.drain()
+
+    return Starlette(
+        routes=[*health_routes(_readiness), Mount("/v1", routes=V1_ROUTES)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,53 @@
+"""Reading a signed request: size limit, signature, replay — before a route sees the body."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from relay.auth import AuthError, verify_request
+from relay.problems import Problem
+from relay.state import relay_state
+from wabus.settings import ApiKey
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def request_target(request: Request) -> str:
+    """Path and query exactly as sent on the wire: what the client signed."""
+    target: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    query: bytes = request.scope.get("query_string", b"")
+    return (target + b"?" + query if query else target).decode("latin-1")
+
+
+async def authenticate(request: Request) -> tuple[bytes, ApiKey]:
+    """Verify the request's signature and freshness; returns the body and the key that signed it."""
+    state = relay_state(request)
+    body = await read_body(request, state.settings.max_body_bytes)
+    try:
+        verified = verify_request(
+            state.keys, request.headers, request.method, request_target(request), body, time.time()
+        )
+    except AuthError as error:
+        raise Problem(401, error.code, error.detail, headers=UNAUTHORIZED_HEADERS) from error
+    if not await state.replay.first_seen(verified.signature):
+        raise Problem(
+            401, "replayed_request", "this signature was already used", headers=UNAUTHORIZED_HEADERS
+        )
+    return body, verified.key

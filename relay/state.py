@@ -1,0 +1,26 @@
+"""What the relay's routes share for the app's lifetime, opened in the lifespan, never at import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from starlette.requests import Request
+
+from relay.replay import ReplayGuard
+from wabus.settings import ApiKey, Settings
+
+
+@dataclass
+class RelayState:
+    settings: Settings
+    keys: dict[str, ApiKey]
+    nc: NATS
+    js: JetStreamContext
+    replay: ReplayGuard
+
+
+def relay_state(request: Request) -> RelayState:
+    state: RelayState = request.state.relay
+    return state

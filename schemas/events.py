@@ -1,0 +1,178 @@
+"""Event types of version 1, one model each, documented by when they are emitted.
+
+The envelope's `type` selects the model of its `data`; `EVENT_MODELS` is that mapping.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from schemas.envelope import ContractModel, EventData, Timestamp
+
+
+class ConnectionQR(EventData):
+    """Emitted each time WhatsApp offers a (new) QR code for pairing, valid until `expires_at`."""
+
+    event_type = "connection.qr"
+    qr: str = Field(description="The raw QR payload (`2@…`); render it, do not parse it.")
+    expires_at: Timestamp
+    refresh: int = Field(ge=0, description="0 for the first code, then 1, 2, … per refresh.")
+
+
+class ConnectionOpen(EventData):
+    """Emitted when the session is connected and logged in."""
+
+    event_type = "connection.open"
+    jid: str | None = None
+    phone: str | None = None
+    push_name: str | None = None
+
+
+class ConnectionClose(EventData):
+    """Emitted when the connection dropped; `will_reconnect` tells whether wabus retries."""
+
+    event_type = "connection.close"
+    reason: str
+    will_reconnect: bool
+    attempt: int = Field(default=0, ge=0)
+    retry_at: Timestamp | None = None
+
+
+class ConnectionLoggedOut(EventData):
+    """Emitted when WhatsApp ended the session; the device must be paired again."""
+
+    event_type = "connection.logged_out"
+    reason: str
+
+
+class MessageKind(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    DOCUMENT = "document"
+    STICKER = "sticker"
+    LOCATION = "location"
+    CONTACT = "contact"
+    REACTION = "reaction"
+    POLL = "poll"
+    UNKNOWN = "unknown"
+
+
+class Media(ContractModel):
+    """An inbound attachment; `id` names it in the media store once downloaded."""
+
+    id: str | None = None
+    mimetype: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    sha256: str | None = None
+    filename: str | None = None
+    seconds: int | None = Field(default=None, ge=0, description="Duration of audio and video.")
+    voice: bool = Field(default=False, description="Audio recorded as a voice note (push-to-talk).")
+
+
+class Location(ContractModel):
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+class Contact(ContractModel):
+    display_name: str
+    vcard: str
+
+
+class Reaction(ContractModel):
+    target_message_id: str
+    emoji: str = Field(description="Empty when the reaction was removed.")
+
+
+class Poll(ContractModel):
+    question: str
+    options: list[str]
+    selectable_count: int = Field(ge=0)
+
+
+class MessageReceived(EventData):
+    """Emitted for every message in a chat of the instance, including ones sent from the phone.
+
+    `text` holds the body of a text message or the caption of media; kind-specific details sit in
+    the one field named after the kind (`media`, `location`, `contact`, `reaction`, `poll`).
+    """
+
+    event_type = "message.received"
+    message_id: str
+    chat: str = Field(description="JID of the chat (a person or a group).")
+    from_: str = Field(alias="from", description="JID of the sender.")
+    from_me: bool
+    type: MessageKind
+    text: str | None = None
+    timestamp: Timestamp
+    push_name: str | None = None
+    is_group: bool = False
+    quoted_message_id: str | None = None
+    mentions: list[str] = Field(default_factory=list)
+    media: Media | None = None
+    location: Location | None = None
+    contact: Contact | None = None
+    reaction: Reaction | None = None
+    poll: Poll | None = None
+
+
+class MessageSent(EventData):
+    """Emitted when WhatsApp accepted a send command; `message_id` is WhatsApp's id for it."""
+
+    event_type = "message.sent"
+    command_id: str
+    message_id: str
+    to: str
+    chat: str
+    timestamp: Timestamp
+
+
+class MessageFailed(EventData):
+    """Emitted when a send command could not be carried out; `code` is stable, `reason` is prose."""
+
+    event_type = "message.failed"
+    command_id: str
+    to: str | None = None
+    code: str
+    reason: str
+    retryable: bool = False
+
+
+class ReceiptStatus(StrEnum):
+    """Receipt states in their monotonic order: a receiver keeps the highest it has seen."""
+
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+
+
+class MessageReceipt(EventData):
+    """Emitted when messages were delivered to, read or played by the other side."""
+
+    event_type = "message.receipt"
+    message_ids: list[str] = Field(min_length=1)
+    chat: str
+    from_: str | None = Field(default=None, alias="from")
+    status: ReceiptStatus
+    timestamp: Timestamp
+
+
+EVENT_MODELS: dict[str, type[EventData]] = {
+    model.event_type: model
+    for model in (
+        ConnectionQR,
+        ConnectionOpen,
+        ConnectionClose,
+        ConnectionLoggedOut,
+        MessageReceived,
+        MessageSent,
+        MessageFailed,
+        MessageReceipt,
+    )
+}

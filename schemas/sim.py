@@ -1,0 +1,37 @@
+"""Controls of the `sim` engine, published on `<prefix>.sim.<instance>.<action>` (sim only)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.envelope import ContractModel
+from schemas.events import Media, MessageKind
+
+INBOUND = "inbound"
+FAIL_NEXT_SENDS = "fail_next_sends"
+
+
+class SimInbound(ContractModel):
+    """An inbound message to play, as the neonize engine would map it.
+
+    With `repeat` > 1 the engine emits that many messages, numbered, `interval_ms` apart, from its
+    own task: benchmarks and outage tests need an injection that does not depend on NATS.
+    """
+
+    from_: str = Field(alias="from")
+    text: str | None = None
+    id: str | None = None
+    chat: str | None = None
+    type: MessageKind = MessageKind.TEXT
+    push_name: str | None = None
+    media: Media | None = None
+    repeat: int = Field(default=1, ge=1, le=1_000_000)
+    interval_ms: float = Field(default=0, ge=0, le=60_000)
+
+
+class SimFailNextSends(ContractModel):
+    """Make the next `count` sends fail with `code` (to exercise `message.failed`)."""
+
+    count: int = Field(default=1, ge=1)
+    code: str = "sim_failure"
+    retryable: bool = False

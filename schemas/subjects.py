@@ -1,0 +1,85 @@
+"""Subject, stream and bucket names, all derived from one configurable prefix.
+
+With the default prefix `wa`: events on `wa.evt.<instance>.<type>`, commands on
+`wa.cmd.<instance>.<command>`, sim controls on `wa.sim.<instance>.<action>`, and the streams
+`WA_EVENTS`, `WA_COMMANDS`, `WA_DLQ`. A different prefix gives a disjoint set of names, which is how
+tests (and tenants sharing one NATS account) keep out of each other's way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "wa"
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every NATS name wabus uses, for one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"subject prefix must match {_PREFIX.pattern}, got {self.prefix!r}")
+
+    # subjects
+    def event(self, instance: str, event_type: str) -> str:
+        return f"{self.prefix}.evt.{instance}.{event_type}"
+
+    def command(self, instance: str, command: str) -> str:
+        return f"{self.prefix}.cmd.{instance}.{command}"
+
+    def sim(self, instance: str, action: str) -> str:
+        return f"{self.prefix}.sim.{instance}.{action}"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    @property
+    def all_commands(self) -> str:
+        return f"{self.prefix}.cmd.>"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    def dead_letter(self, instance: str, event_type: str) -> str:
+        return f"{self.prefix}.dlq.{instance}.{event_type}"
+
+    @property
+    def all_sim_controls(self) -> str:
+        return f"{self.prefix}.sim.*.*"
+
+    # streams, buckets
+    @property
+    def _upper(self) -> str:
+        return self.prefix.upper()
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self._upper}_EVENTS"
+
+    @property
+    def commands_stream(self) -> str:
+        return f"{self._upper}_COMMANDS"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self._upper}_DLQ"
+
+    @property
+    def replay_bucket(self) -> str:
+        """Signatures seen by the relay, kept for the timestamp tolerance window."""
+        return f"{self.prefix}_replay"
+
+
+def parse_subject(subject: str) -> tuple[str, str, str]:
+    """Split `<prefix>.<kind>.<instance>.<rest…>` into (kind, instance, rest)."""
+    parts = subject.split(".", 3)
+    if len(parts) != 4:
+        raise ValueError(f"not a wabus subject: {subject!r}")
+    return parts[1], parts[2], parts[3]

@@ -1,0 +1,78 @@
+"""Fixtures for real parts: a nats-server (spawned, or NATS_URL), Postgres (DATABASE_URL, else
+testcontainers when a Docker engine is there, else a skip that says why), and names unique to
+each test so that shared services never mix runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from relay.webhooks.signature import new_secret
+from schemas.subjects import Topology
+from wabus.embedded import EmbeddedNats
+from wabus.settings import Settings
+
+API_KEY_ID = "test"
+API_SECRET = "s3cret-" + "x" * 24
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A subject prefix of this test's own: its streams and buckets are disjoint from any other."""
+    return "t" + secrets.token_hex(5)
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def settings(nats_url: str, prefix: str, tmp_path: Path, webhook_secret: str) -> Settings:
+    return Settings(
+        nats_url=nats_url,
+        subject_prefix=prefix,
+        api_keys=[f"{API_KEY_ID}:{API_SECRET}"],
+        webhook_secret=webhook_secret,
+        webhook_retry_schedule=(0.0, 0.2, 0.2, 0.2),
+        data_dir=tmp_path / "data",
+        engine="sim",
+        host="127.0.0.1",
+        log_format="console",
+    )
+
+
+@pytest.fixture
+async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
+    """A NATS client for the test; the test's streams and buckets are deleted afterwards."""
+    client = await nats.connect(nats_url)
+    yield client
+    js = client.jetstream()
+    topology = Topology(prefix)
+    for stream in (
+        topology.events_stream,
+        topology.commands_stream,
+        topology.dlq_stream,
+        f"KV_{topology.replay_bucket}",
+    ):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(stream)
+    await client.close()

@@ -1,0 +1,109 @@
+"""The whole path with every part real and separate: nats-server, `python -m connector`,
+`python -m relay`, and a webhook receiver verifying with the official `standardwebhooks` library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from relay.client import RelayClient
+from tests.conftest import API_KEY_ID, API_SECRET
+from tests.support import Receiver, eventually, running
+from wabus.embedded import free_port
+from wabus.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+
+@contextmanager
+def service(module: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def healthy(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(url + "/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+async def stack(
+    settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
+) -> AsyncIterator[tuple[Receiver, str]]:
+    receiver = Receiver(webhook_secret)
+    async with running(receiver.app()) as receiver_url:
+        relay_port, connector_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "NATS_URL": str(settings.nats_url),
+            "WABUS_SUBJECT_PREFIX": settings.subject_prefix,
+            "WABUS_API_KEYS": f"{API_KEY_ID}:{API_SECRET}",
+            "WABUS_WEBHOOK_URL": receiver_url + "/hook",
+            "WABUS_WEBHOOK_SECRET": webhook_secret,
+            "WABUS_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
+            "WABUS_ENGINE": "sim",
+            "WABUS_HOST": "127.0.0.1",
+            "WABUS_DATA_DIR": str(tmp_path / "data"),
+        }
+        with (
+            service("connector", env | {"PORT": str(connector_port)}, tmp_path / "connector.log"),
+            service("relay", env | {"PORT": str(relay_port)}, tmp_path / "relay.log"),
+        ):
+            relay_url = f"http://127.0.0.1:{relay_port}"
+            try:
+                await eventually(lambda: healthy(relay_url), timeout=30)
+                await eventually(lambda: healthy(f"http://127.0.0.1:{connector_port}"), timeout=30)
+                yield receiver, relay_url
+            finally:
+                for name in ("connector", "relay"):
+                    print(f"--- {name} log ---\n" + (tmp_path / f"{name}.log").read_text())
+
+
+async def test_inbound_message_to_verified_webhook_and_signed_send_back(
+    stack: tuple[Receiver, str], nc: NATS, settings: Settings
+) -> None:
+    receiver, relay_url = stack
+
+    inbound = {"from": "5511999999999", "text": "olá, wabus"}
+    answer = await nc.request(
+        settings.topology.sim("acme", "inbound"), json.dumps(inbound).encode(), timeout=5
+    )
+    assert json.loads(answer.data) == {"ok": True}
+    received = await receiver.wait_for(lambda e: e["type"] == "message.received", timeout=20)
+    assert received["instance"] == "acme"
+    assert received["data"]["text"] == "olá, wabus"
+    assert received["data"]["from"] == "5511999999999@s.whatsapp.net"
+
+    async with RelayClient(relay_url, API_KEY_ID, API_SECRET) as client:
+        accepted = await client.send_text("acme", received["data"]["chat"], "hello back")
+    sent = await receiver.wait_for(
+        lambda e: e["type"] == "message.sent" and e["data"]["command_id"] == accepted["command_id"],
+        timeout=20,
+    )
+    assert sent["data"]["message_id"].startswith("3EB0")
+    assert sent["data"]["to"] == "5511999999999@s.whatsapp.net"
+    assert receiver.rejected == []

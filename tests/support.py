@@ -1,0 +1,119 @@
+"""Test helpers that are real parts: HTTP servers on free ports and a webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from standardwebhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from wabus.embedded import free_port
+from wabus.serve import serve_app
+
+
+@contextlib.asynccontextmanager
+async def running(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """Serve `app` on a real loopback port for the duration of the block; yields its base URL."""
+    port = port or free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_app(app, "127.0.0.1", port, stop))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        if task.done():
+            task.result()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        break
+    try:
+        yield url
+    finally:
+        stop.set()
+        await task
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that verifies with the official `standardwebhooks` library.
+
+    `respond` decides the status of each delivery (for failure scenarios); every verified delivery
+    is recorded, every unverifiable one too (`rejected`).
+    """
+
+    secret: str
+    respond: Callable[[dict[str, Any]], int] = lambda event: 200
+    deliveries: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> Starlette:
+        verifier = Webhook(self.secret)
+
+        async def receive(request: Request) -> Response:
+            body = await request.body()
+            headers = dict(request.headers)
+            try:
+                event = verifier.verify(body, headers)
+            except Exception as error:
+                self.rejected.append(str(error))
+                return Response(status_code=400)
+            self.deliveries.append((headers, event))
+            self.arrived.set()
+            return Response(json.dumps({}), status_code=self.respond(event))
+
+        return Starlette(routes=[Route("/hook", receive, methods=["POST"])])
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        return [e for _, e in self.deliveries if event_type is None or e["type"] == event_type]
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        async def poll() -> dict[str, Any]:
+            while True:
+                self.arrived.clear()
+                for _, event in self.deliveries:
+                    if predicate(event):
+                        return event
+                await self.arrived.wait()
+
+        return await asyncio.wait_for(poll(), timeout)
+
+
+async def stored_envelopes(js: Any, stream: str) -> list[dict[str, Any]]:
+    """Every message currently in `stream`, parsed, in stream order."""
+    info = await js.stream_info(stream)
+    envelopes = []
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            message = await js.get_msg(stream, sequence)
+        except Exception:  # noqa: S112 - a deleted sequence in a work-queue stream
+            continue
+        envelopes.append(json.loads(message.data))
+    return envelopes
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll an async `check` until it returns something truthy; its last value on success."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from relay.auth import AuthError, canonical_request, sign_request, verify_request
+from wabus.settings import ApiKey
+
+SECRET = "0123456789abcdef0123"
+KEYS = {"k1": ApiKey("k1", SECRET), "k2": ApiKey("k2", "another-secret-of-length")}
+NOW = 1_764_072_000
+BODY = b'{"to":"5511999999999","text":"hi"}'
+TARGET = "/v1/instances/acme/messages"
+
+
+def headers(signature: str, key_id: str = "k1", timestamp: int = NOW) -> dict[str, str]:
+    return {
+        "x-wabus-key-id": key_id,
+        "x-wabus-timestamp": str(timestamp),
+        "x-wabus-signature": signature,
+    }
+
+
+def test_golden_vector() -> None:
+    """Fixed inputs give a fixed signature: the recipe other languages must reproduce."""
+    body_hash = hashlib.sha256(BODY).hexdigest()
+    assert canonical_request(str(NOW), "post", TARGET, BODY) == (
+        f"{NOW}\nPOST\n{TARGET}\n{body_hash}".encode()
+    )
+    assert sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY) == (
+        "v1=377c8173fe6c54832aabb3864e3bc7b74feb59df6390540b9cb200c8783e1553"
+    )
+
+
+def test_a_good_signature_is_accepted() -> None:
+    signature = sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY)
+    verified = verify_request(KEYS, headers(signature), "POST", TARGET, BODY, NOW + 299)
+    assert verified.key.key_id == "k1"
+    assert verified.signature == signature
+
+
+def test_one_of_several_signatures_may_match() -> None:
+    good = sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY)
+    verify_request(KEYS, headers(f"v1=deadbeef, {good}"), "POST", TARGET, BODY, NOW)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"method": "PUT"}, "invalid_signature"),
+        ({"target": "/v1/instances/other/messages"}, "invalid_signature"),
+        ({"target": TARGET + "?wait=1"}, "invalid_signature"),
+        ({"body": BODY.replace(b"hi", b"ho")}, "invalid_signature"),
+        ({"now": NOW + 301}, "timestamp_out_of_tolerance"),
+        ({"now": NOW - 301}, "timestamp_out_of_tolerance"),
+    ],
+)
+def test_tampering_is_refused(change: dict[str, object], code: str) -> None:
+    signature = sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY)
+    request: dict[str, object] = {"method": "POST", "target": TARGET, "body": BODY, "now": NOW}
+    request.update(change)
+    with pytest.raises(AuthError) as raised:
+        verify_request(KEYS, headers(signature), **request)  # type: ignore[arg-type]
+    assert raised.value.code == code
+
+
+def test_wrong_secret_unknown_key_and_missing_headers() -> None:
+    forged = sign_request(b"not-the-secret-at-all", NOW, "POST", TARGET, BODY)
+    cases = [
+        (headers(forged), "invalid_signature"),
+        (headers(forged, key_id="nope"), "unknown_key"),
+        ({"x-wabus-key-id": "k1"}, "missing_signature"),
+        (headers(forged) | {"x-wabus-timestamp": "12e3"}, "invalid_timestamp"),
+    ]
+    for given, code in cases:
+        with pytest.raises(AuthError) as raised:
+            verify_request(KEYS, given, "POST", TARGET, BODY, NOW)
+        assert raised.value.code == code
+
+
+def test_a_key_cannot_sign_for_another_key_id() -> None:
+    signature = sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY)
+    with pytest.raises(AuthError):
+        verify_request(KEYS, headers(signature, key_id="k2"), "POST", TARGET, BODY, NOW)
+
+
+def test_secrets_do_not_show_in_reprs() -> None:
+    assert SECRET not in repr(KEYS)

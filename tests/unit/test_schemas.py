@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.commands import SendMessage, normalise_recipient
+from schemas.envelope import RawEnvelope, encode, make_event
+from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
+from schemas.export import SCHEMA_DIR, generated_schemas, render
+from schemas.ids import derived_event_id, is_instance_id
+from schemas.subjects import Topology, parse_subject
+
+
+def test_committed_json_schemas_match_the_models() -> None:
+    generated = generated_schemas()
+    committed = {
+        str(path.relative_to(SCHEMA_DIR)): path.read_text() for path in SCHEMA_DIR.rglob("*.json")
+    }
+    stale = sorted(
+        name for name, schema in generated.items() if committed.get(name) != render(schema)
+    )
+    extra = sorted(set(committed) - set(generated))
+    assert not extra, f"schema files without a model: {extra}"
+    assert not stale, (
+        f"JSON Schemas drifted from the models: {stale}; "
+        "run `python -m schemas.export` and commit the result"
+    )
+
+
+def test_every_event_type_has_a_schema_file() -> None:
+    for event_type in EVENT_MODELS:
+        assert (SCHEMA_DIR / "events" / f"{event_type}.json").exists()
+
+
+def received(**overrides: object) -> MessageReceived:
+    fields: dict[str, object] = {
+        "message_id": "3EB0AA",
+        "chat": "5511999999999@s.whatsapp.net",
+        "from": "5511999999999@s.whatsapp.net",
+        "from_me": False,
+        "type": "text",
+        "text": "hello",
+        "timestamp": datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return MessageReceived.model_validate(fields)
+
+
+def test_envelope_wire_form() -> None:
+    moment = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
+    envelope = make_event("acme", received(), source_id="3EB0AA", now=moment)
+    wire = json.loads(encode(envelope))
+    assert set(wire) == {"id", "type", "instance", "timestamp", "data"}
+    assert wire["timestamp"] == "2026-11-25T12:00:00.123Z"
+    assert wire["type"] == "message.received"
+    assert wire["data"]["from"] == "5511999999999@s.whatsapp.net"
+    assert wire["data"]["text"] == "hello"
+    assert wire["id"] == derived_event_id("acme", "message.received", "3EB0AA")
+    assert RawEnvelope.model_validate_json(encode(envelope)).data["message_id"] == "3EB0AA"
+
+
+def test_event_ids_are_deterministic_per_source_and_distinct_per_instance() -> None:
+    first = make_event("acme", received(), source_id="X1")
+    again = make_event("acme", received(), source_id="X1")
+    other = make_event("beta", received(), source_id="X1")
+    assert first.id == again.id != other.id
+    assert make_event("acme", received()).id != make_event("acme", received()).id
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        received(surprise=True)
+
+
+def test_message_kinds_cover_the_contract() -> None:
+    assert {kind.value for kind in MessageKind} == {
+        "text", "image", "video", "audio", "document", "sticker",
+        "location", "contact", "reaction", "poll", "unknown",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("5511999999999", "5511999999999"),
+        ("+55 (11) 99999-9999", "5511999999999"),
+        ("5511999999999@s.whatsapp.net", "5511999999999@s.whatsapp.net"),
+        ("120363025@g.us", "120363025@g.us"),
+    ],
+)
+def test_recipients_are_normalised(given: str, expected: str) -> None:
+    assert normalise_recipient(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "12", "55119@example.com", "5511 999 x"])
+def test_bad_recipients_are_refused(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        SendMessage.model_validate({"to": bad, "text": "hi"})
+
+
+def test_a_text_send_needs_no_type() -> None:
+    assert SendMessage.model_validate({"to": "5511999999999", "text": "hi"}).type == "text"
+
+
+def test_topology_names() -> None:
+    topology = Topology()
+    assert topology.event("acme", "message.received") == "wa.evt.acme.message.received"
+    assert topology.command("acme", "send") == "wa.cmd.acme.send"
+    assert topology.sim("acme", "inbound") == "wa.sim.acme.inbound"
+    assert (topology.events_stream, topology.commands_stream, topology.dlq_stream) == (
+        "WA_EVENTS", "WA_COMMANDS", "WA_DLQ",
+    )  # fmt: skip
+    assert parse_subject("wa.evt.acme.message.received") == ("evt", "acme", "message.received")
+    with pytest.raises(ValueError, match="prefix"):
+        Topology("Bad.Prefix")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("acme", True),
+        ("a-b_c9", True),
+        ("Acme", False),
+        ("-a", False),
+        ("a.b", False),
+        ("a" * 64, False),
+    ],
+)
+def test_instance_ids(value: str, ok: bool) -> None:
+    assert is_instance_id(value) is ok
+
+
+def test_nested_timestamps_use_the_envelope_format() -> None:
+    moment = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
+    wire = json.loads(encode(make_event("acme", received(), now=moment)))
+    assert wire["data"]["timestamp"] == "2026-11-25T12:00:00.123Z"

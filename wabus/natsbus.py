@@ -1,0 +1,88 @@
+"""The NATS adapter: connecting, and creating the streams the contract names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from schemas.streams import Retention, StreamSpec, stream_specs
+from wabus.logs import get_logger
+from wabus.settings import Settings
+
+log = get_logger(__name__)
+
+_RETENTION = {
+    Retention.LIMITS: RetentionPolicy.LIMITS,
+    Retention.WORK_QUEUE: RetentionPolicy.WORK_QUEUE,
+}
+
+
+async def connect(settings: Settings, name: str) -> NATS:
+    """Connect and keep reconnecting forever: a service outlives NATS restarts, it never exits."""
+    if not settings.nats_url:
+        raise RuntimeError("NATS_URL is not set (only `wabus dev` starts an embedded nats-server)")
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected", client=name)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected", client=name)
+
+    async def on_error(error: Exception) -> None:
+        log.warning("nats error", client=name, error=str(error))
+
+    options: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        "error_cb": on_error,
+    }
+    if settings.nats_creds:
+        options["user_credentials"] = str(settings.nats_creds)
+    return await nats.connect(settings.nats_url, **options)
+
+
+def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        retention=_RETENTION[spec.retention],
+        storage=StorageType.FILE,
+        max_age=spec.max_age_seconds,
+        duplicate_window=spec.duplicate_window_seconds,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings, replicas: int = 1) -> None:
+    """Create the streams or bring their limits up to date; safe to run concurrently."""
+    for spec in stream_specs(settings.topology, settings.events_max_age):
+        config = _config(spec, replicas)
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("stream created", stream=spec.name)
+            continue
+        current = info.config
+        if (current.max_age, current.duplicate_window) != (config.max_age, config.duplicate_window):
+            config.num_replicas = current.num_replicas
+            await js.update_stream(config)
+            log.info("stream updated", stream=spec.name)
+
+
+async def streams_present(js: JetStreamContext, settings: Settings) -> bool:
+    try:
+        for spec in stream_specs(settings.topology, settings.events_max_age):
+            await js.stream_info(spec.name)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,45 @@
+"""Running ASGI apps and services inside one asyncio loop, stopped by one signal-driven event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owns signals, not each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_app(app: ASGIApp, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve `app` until `stop` is set; raises if the listener cannot start."""
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+    if not server.started and not stop.is_set():
+        raise RuntimeError(f"HTTP listener on {host}:{port} did not start")
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` and set `stop` on SIGINT or SIGTERM, for a graceful shutdown."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

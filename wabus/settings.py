@@ -1,0 +1,144 @@
+"""Configuration from the environment (12-factor), read once and passed down.
+
+pydantic-settings gives typed parsing and one clear error naming the variable at start-up, which
+is what an operator needs when a deployment is misconfigured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.subjects import DEFAULT_PREFIX, Topology
+
+DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class EngineName(StrEnum):
+    NEONIZE = "neonize"
+    SIM = "sim"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ApiKey:
+    """One relay API key; the secret never appears in a repr or a log line."""
+
+    __slots__ = ("key_id", "secret")
+
+    def __init__(self, key_id: str, secret: str) -> None:
+        self.key_id = key_id
+        self.secret = secret.encode()
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.key_id!r}, secret=***)"
+
+
+def parse_api_keys(entries: list[str]) -> dict[str, ApiKey]:
+    keys: dict[str, ApiKey] = {}
+    for entry in entries:
+        key_id, sep, secret = entry.partition(":")
+        if not sep or not key_id or len(secret) < 16:
+            raise ValueError(
+                "WABUS_API_KEYS entries are `id:secret` with a secret of 16+ characters"
+            )
+        keys[key_id] = ApiKey(key_id, secret)
+    return keys
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", validate_by_name=True
+    )
+
+    nats_url: str | None = Field(default=None, validation_alias="NATS_URL")
+    nats_creds: Path | None = Field(default=None, validation_alias="NATS_CREDS")
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="WABUS_API_KEYS", repr=False
+    )
+    webhook_url: str | None = Field(default=None, validation_alias="WABUS_WEBHOOK_URL")
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias="WABUS_WEBHOOK_SECRET")
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE, validation_alias="WABUS_WEBHOOK_RETRY_SCHEDULE"
+    )
+    webhook_allow_cidrs: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = Field(default=(), validation_alias="WABUS_WEBHOOK_ALLOW_CIDRS")
+    engine: EngineName = Field(default=EngineName.NEONIZE, validation_alias="WABUS_ENGINE")
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias="PORT")
+    host: str = Field(default="0.0.0.0", validation_alias="WABUS_HOST")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_format: LogFormat = Field(default=LogFormat.JSON, validation_alias="LOG_FORMAT")
+    data_dir: Path = Field(default=Path(".wabus"), validation_alias="WABUS_DATA_DIR")
+    subject_prefix: str = Field(default=DEFAULT_PREFIX, validation_alias="WABUS_SUBJECT_PREFIX")
+    events_max_age: float = Field(
+        default=7 * 86_400.0, gt=0, validation_alias="WABUS_EVENTS_MAX_AGE"
+    )
+    relay_workers: int = Field(default=1, ge=1, le=64, validation_alias="WABUS_RELAY_WORKERS")
+    max_body_bytes: int = Field(default=1 << 20, gt=0, validation_alias="WABUS_MAX_BODY_BYTES")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_sane(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("a non-empty list of non-negative seconds")
+        return value
+
+    @field_validator("webhook_allow_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        Topology(value)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("a Standard Webhooks secret starts with `whsec_`")
+        return value
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.subject_prefix)
+
+    @property
+    def keys(self) -> dict[str, ApiKey]:
+        return parse_api_keys(self.api_keys)
