@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,3 +77,50 @@ async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
     await client.close()
+
+
+def _docker_available() -> bool:
+    """True when a Docker engine answers (DOCKER_HOST, or the default socket)."""
+    if os.environ.get("DOCKER_HOST"):
+        return True
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect("/var/run/docker.sock")
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A Postgres server: DATABASE_URL, else testcontainers (needs Docker), else skip with why."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if not _docker_available():
+        pytest.skip("Postgres tests need DATABASE_URL or a Docker engine for testcontainers")
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as container:
+        url: str = container.get_connection_url()
+        yield url
+
+
+@pytest.fixture
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A throwaway database of this test's own on that server, dropped afterwards."""
+    import asyncpg
+
+    name = "wabus_test_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = postgres_server_url.rpartition("/")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
