@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from connector.engine import EmitEvent, Engine, SendError
 from connector.metrics import COMMANDS, SEND_SECONDS
-from schemas.commands import SEND_COMMAND, SendMessage
+from schemas.commands import SEND_COMMAND, parse_send
 from schemas.envelope import RawEnvelope
 from schemas.events import MessageFailed, MessageSent
 from schemas.subjects import Topology, parse_subject
@@ -94,7 +94,7 @@ class CommandConsumer:
     async def _send(self, instance: str, envelope: RawEnvelope) -> None:
         command_id = envelope.id
         try:
-            request = SendMessage.model_validate(envelope.data)
+            request = parse_send(envelope.data)
         except ValidationError as error:
             await self._fail(
                 instance, command_id, None, "invalid_command", validation_summary(error)

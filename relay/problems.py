@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -46,6 +47,14 @@ def invalid_body(error: ValidationError) -> Problem:
     ]
     fields = ", ".join(sorted({e["field"] for e in errors}))
     return Problem(422, "invalid_body", f"invalid field(s): {fields}", errors=errors)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 422 `invalid_json` saying where it broke."""
+    try:
+        return pydantic_core.from_json(body or b"null")
+    except ValueError as error:
+        raise Problem(422, "invalid_json", f"request body is not valid JSON: {error}") from error
 
 
 def _titled(status: int) -> str:

@@ -21,6 +21,22 @@ class ConnectionQR(EventData):
     refresh: int = Field(ge=0, description="0 for the first code, then 1, 2, … per refresh.")
 
 
+class ConnectionConnecting(EventData):
+    """Emitted when the connector starts (or restarts) connecting a session."""
+
+    event_type = "connection.connecting"
+    attempt: int = Field(default=0, ge=0)
+
+
+class ConnectionPairCode(EventData):
+    """Emitted when WhatsApp issued a phone pairing code: type it on the phone to link it."""
+
+    event_type = "connection.pair_code"
+    code: str
+    phone: str
+    expires_at: Timestamp | None = None
+
+
 class ConnectionOpen(EventData):
     """Emitted when the session is connected and logged in."""
 
@@ -47,6 +63,15 @@ class ConnectionLoggedOut(EventData):
     reason: str
 
 
+class ConnectionFailed(EventData):
+    """Emitted when the connector gave up on a session (`code` says why); it stays down until
+    the instance is changed or recreated."""
+
+    event_type = "connection.failed"
+    code: str
+    reason: str
+
+
 class MessageKind(StrEnum):
     TEXT = "text"
     IMAGE = "image"
@@ -58,6 +83,10 @@ class MessageKind(StrEnum):
     CONTACT = "contact"
     REACTION = "reaction"
     POLL = "poll"
+    EDIT = "edit"
+    """A new text for an earlier message: `target_message_id` names it, `text` is the new text."""
+    REVOKE = "revoke"
+    """An earlier message deleted for everyone: `target_message_id` names it."""
     UNKNOWN = "unknown"
 
 
@@ -114,6 +143,9 @@ class MessageReceived(EventData):
     push_name: str | None = None
     is_group: bool = False
     quoted_message_id: str | None = None
+    target_message_id: str | None = Field(
+        default=None, description="For `edit` and `revoke`: the message edited or deleted."
+    )
     mentions: list[str] = Field(default_factory=list)
     media: Media | None = None
     location: Location | None = None
@@ -163,16 +195,39 @@ class MessageReceipt(EventData):
     timestamp: Timestamp
 
 
+class PresenceChat(EventData):
+    """Emitted when someone starts or stops typing or recording in a chat."""
+
+    event_type = "presence.chat"
+    chat: str
+    from_: str = Field(alias="from")
+    state: str = Field(description="`composing`, `recording` or `paused`.")
+
+
+class WebhookEndpointDisabled(EventData):
+    """Emitted by the relay when an endpoint answered 410 Gone and was disabled."""
+
+    event_type = "webhook.endpoint_disabled"
+    endpoint_id: str
+    url: str
+    status: int
+
+
 EVENT_MODELS: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
+        ConnectionConnecting,
         ConnectionQR,
+        ConnectionPairCode,
         ConnectionOpen,
         ConnectionClose,
         ConnectionLoggedOut,
+        ConnectionFailed,
         MessageReceived,
         MessageSent,
         MessageFailed,
         MessageReceipt,
+        PresenceChat,
+        WebhookEndpointDisabled,
     )
 }

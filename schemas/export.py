@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
-from schemas.commands import SendMessage
+from schemas.commands import COMMAND_MODELS
 from schemas.envelope import Envelope, EventData, RawEnvelope
 from schemas.events import EVENT_MODELS
+from schemas.instances import InstanceConfig, InstanceStatus, SendRecord
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -44,8 +45,12 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     files = {
         "envelope.json": _schema(RawEnvelope, "Envelope"),
         "event.json": _schema(union, "WabusEvent"),
-        "commands/send.json": _schema(SendMessage, "SendMessage"),
+        "instance-config.json": _schema(InstanceConfig, "InstanceConfig"),
+        "instance-status.json": _schema(InstanceStatus, "InstanceStatus"),
+        "send-record.json": _schema(SendRecord, "SendRecord"),
     }
+    for command, model in COMMAND_MODELS.items():
+        files[f"commands/{command}.json"] = _schema(model, f"{command.title()}Command")
     for event_type, envelope in zip(EVENT_MODELS, envelopes, strict=True):
         files[f"events/{event_type}.json"] = _schema(envelope, envelope.__name__)
     return files

@@ -10,7 +10,8 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 INSTANCE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$"
+"""Also a valid NATS KV key, so a command id can key the sends bucket as it is."""
 
 InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_PATTERN)]
 CommandId = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]

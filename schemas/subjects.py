@@ -76,6 +76,38 @@ class Topology:
         """Signatures seen by the relay, kept for the timestamp tolerance window."""
         return f"{self.prefix}_replay"
 
+    @property
+    def config_bucket(self) -> str:
+        """Instance configuration (desired state, webhooks), key = instance id; written by the
+        relay or any NATS client, watched by the connector."""
+        return f"{self.prefix}_instances"
+
+    @property
+    def status_bucket(self) -> str:
+        """Instance runtime status (state, reason, QR), key = instance id; the connector
+        writes it."""
+        return f"{self.prefix}_status"
+
+    @property
+    def leases_bucket(self) -> str:
+        """Which connector owns which instance, key = instance id, entries with a TTL."""
+        return f"{self.prefix}_leases"
+
+    @property
+    def sends_bucket(self) -> str:
+        """Send records, key = `<instance>.<command id>`: idempotency and the send-status route."""
+        return f"{self.prefix}_sends"
+
+    @property
+    def endpoints_bucket(self) -> str:
+        """Runtime state of webhook endpoints (disabled after a 410, …), key = endpoint id."""
+        return f"{self.prefix}_endpoints"
+
+    @property
+    def media_store(self) -> str:
+        """Object store of inbound media, object name = media id."""
+        return f"{self.prefix}_media"
+
 
 def parse_subject(subject: str) -> tuple[str, str, str]:
     """Split `<prefix>.<kind>.<instance>.<rest…>` into (kind, instance, rest)."""

@@ -68,11 +68,20 @@ async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
     yield client
     js = client.jetstream()
     topology = Topology(prefix)
+    buckets = (
+        topology.replay_bucket,
+        topology.config_bucket,
+        topology.status_bucket,
+        topology.leases_bucket,
+        topology.sends_bucket,
+        topology.endpoints_bucket,
+    )
     for stream in (
         topology.events_stream,
         topology.commands_stream,
         topology.dlq_stream,
-        f"KV_{topology.replay_bucket}",
+        *(f"KV_{bucket}" for bucket in buckets),
+        f"OBJ_{topology.media_store}",
     ):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)

@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.problems import Problem, invalid_body
+from relay.problems import Problem, invalid_body, parse_json
 from relay.signed import authenticate
 from relay.state import relay_state
-from schemas.commands import SEND_COMMAND, SendMessage
+from schemas.commands import SEND_COMMAND, parse_send
 from schemas.envelope import Envelope, encode, utc_now
 from schemas.ids import is_command_id, is_instance_id, new_command_id
 from wabus.logs import get_logger
@@ -35,7 +35,7 @@ def command_id_from(request: Request) -> str:
         raise Problem(
             400,
             "invalid_idempotency_key",
-            "Idempotency-Key is 1-128 letters, digits and _.:- (starting alphanumeric)",
+            "Idempotency-Key is 1-128 letters, digits and _.=- (starting alphanumeric)",
         )
     return key
 
@@ -45,7 +45,7 @@ async def send_message(request: Request) -> Response:
     instance = instance_param(request)
     command_id = command_id_from(request)
     try:
-        message = SendMessage.model_validate_json(body or b"{}")
+        message = parse_send(parse_json(body))
     except ValidationError as error:
         raise invalid_body(error) from error
     state = relay_state(request)

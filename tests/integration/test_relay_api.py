@@ -46,7 +46,9 @@ async def test_a_signed_send_is_accepted_and_stored_as_a_command(
     assert command["id"] == answer["command_id"]
     assert command["type"] == "send"
     assert command["instance"] == "acme"
-    assert command["data"] == {"type": "text", "to": "5511999999999", "text": "hello"}
+    assert command["data"] == {
+        "type": "text", "to": "5511999999999", "text": "hello", "reply_to": None, "mentions": [],
+    }  # fmt: skip
     assert stored.headers
     assert stored.headers["Nats-Msg-Id"] == answer["command_id"]
 
@@ -146,7 +148,8 @@ async def test_malformed_json_and_oversized_bodies(
     relay_url: str, nc: NATS, settings: Settings
 ) -> None:
     body = b"{not json"
-    assert (await raw_post(relay_url, good_headers(body=body), body=body)).status_code == 422
+    malformed = await raw_post(relay_url, good_headers(body=body), body=body)
+    assert (malformed.status_code, malformed.json()["code"]) == (422, "invalid_json")
     huge = b"x" * (settings.max_body_bytes + 1)
     response = await raw_post(relay_url, good_headers(body=huge), body=huge)
     assert response.status_code == 413

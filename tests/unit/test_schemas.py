@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from schemas.commands import SendMessage, normalise_recipient
+from schemas.commands import SendText, normalise_recipient, parse_send
 from schemas.envelope import RawEnvelope, encode, make_event
 from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
 from schemas.export import SCHEMA_DIR, generated_schemas, render
@@ -78,7 +78,7 @@ def test_unknown_fields_are_refused() -> None:
 def test_message_kinds_cover_the_contract() -> None:
     assert {kind.value for kind in MessageKind} == {
         "text", "image", "video", "audio", "document", "sticker",
-        "location", "contact", "reaction", "poll", "unknown",
+        "location", "contact", "reaction", "poll", "edit", "revoke", "unknown",
     }  # fmt: skip
 
 
@@ -98,11 +98,29 @@ def test_recipients_are_normalised(given: str, expected: str) -> None:
 @pytest.mark.parametrize("bad", ["", "abc", "12", "55119@example.com", "5511 999 x"])
 def test_bad_recipients_are_refused(bad: str) -> None:
     with pytest.raises(ValidationError):
-        SendMessage.model_validate({"to": bad, "text": "hi"})
+        parse_send({"to": bad, "text": "hi"})
 
 
 def test_a_text_send_needs_no_type() -> None:
-    assert SendMessage.model_validate({"to": "5511999999999", "text": "hi"}).type == "text"
+    assert parse_send({"to": "5511999999999", "text": "hi"}) == SendText(
+        to="5511999999999", text="hi"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        ({"to": "5511999999999", "type": "image"}, {""}),
+        ({"to": "5511999999999", "type": "image", "url": "ftp://x"}, {"url"}),
+        ({"to": "5511999999999", "type": "location", "latitude": 91, "longitude": 0}, {"latitude"}),
+        ({"to": "5511999999999", "type": "reaction", "emoji": "👍"}, {"message_id"}),
+        ({"to": "5511999999999", "type": "sticker"}, {"type"}),
+    ],
+)
+def test_send_kinds_name_the_failing_fields(payload: dict[str, object], fields: set[str]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        parse_send(payload)
+    assert {".".join(str(p) for p in error["loc"]) for error in raised.value.errors()} == fields
 
 
 def test_topology_names() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from connector.engine import SendError
 from connector.engines.sim import SimControlError, SimEngine
-from schemas.commands import SendMessage
+from schemas.commands import SendText
 from schemas.envelope import EventData
 from schemas.events import ConnectionOpen, MessageReceived
 
@@ -24,11 +24,11 @@ class Recorder:
 async def test_a_send_is_recorded_and_answered_with_a_whatsapp_like_id() -> None:
     recorder = Recorder()
     engine = SimEngine(recorder)
-    sent = await engine.send("acme", SendMessage(to="5511999999999", text="hi"))
+    sent = await engine.send("acme", SendText(to="5511999999999", text="hi"))
     assert re.fullmatch(r"3EB0[0-9A-F]{18}", sent.message_id)
     assert sent.chat == "5511999999999@s.whatsapp.net"
     assert engine.sessions["acme"].sent == [
-        (sent.message_id, SendMessage(to="5511999999999", text="hi"))
+        (sent.message_id, SendText(to="5511999999999", text="hi"))
     ]
     assert isinstance(recorder.events[0][1], ConnectionOpen)
 
@@ -55,7 +55,7 @@ async def test_fail_next_sends_then_recover() -> None:
     await engine.control(
         "acme", "fail_next_sends", b'{"count": 2, "code": "rate_limited", "retryable": true}'
     )
-    message = SendMessage(to="5511999999999", text="hi")
+    message = SendText(to="5511999999999", text="hi")
     for _ in range(2):
         with pytest.raises(SendError) as raised:
             await engine.send("acme", message)
