@@ -22,12 +22,12 @@ log = get_logger(__name__)
 
 async def subscribe_sim_controls(nc: NATS, topology: Topology, engine: SimEngine) -> Subscription:
     async def on_control(message: Msg) -> None:
-        answer: dict[str, object] = {"ok": True}
+        answer: dict[str, object]
         try:
             _, instance, action = parse_subject(message.subject)
             if not is_instance_id(instance):
                 raise SimControlError(f"invalid instance id {instance!r}")
-            await engine.control(instance, action, message.data)
+            answer = await engine.control(instance, action, message.data)
         except (SimControlError, ValueError) as error:
             log.warning("sim control refused", subject=message.subject, error=str(error))
             answer = {"ok": False, "error": str(error)}

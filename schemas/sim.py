@@ -9,6 +9,9 @@ from schemas.events import Media, MessageKind
 
 INBOUND = "inbound"
 FAIL_NEXT_SENDS = "fail_next_sends"
+SENT = "sent"
+"""A request answered with `{"ok": true, "sent": [{"message_id", "data"}, …]}`: every send the
+sim engine recorded for the instance, in order (what tests assert a reply against)."""
 
 
 class SimInbound(ContractModel):

@@ -54,6 +54,7 @@ class Receiver:
 
     secret: str
     respond: Callable[[dict[str, Any]], int] = lambda event: 200
+    answer: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: {}
     deliveries: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,7 +72,11 @@ class Receiver:
                 return Response(status_code=400)
             self.deliveries.append((headers, event))
             self.arrived.set()
-            return Response(json.dumps({}), status_code=self.respond(event))
+            return Response(
+                json.dumps(self.answer(event)),
+                status_code=self.respond(event),
+                media_type="application/json",
+            )
 
         return Starlette(routes=[Route("/hook", receive, methods=["POST"])])
 

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from connector.engine import EmitEvent, SendError, SentMessage
 from schemas.commands import SendMessage
 from schemas.envelope import utc_now
 from schemas.events import ConnectionOpen, MessageReceived
-from schemas.sim import FAIL_NEXT_SENDS, INBOUND, SimFailNextSends, SimInbound
+from schemas.sim import FAIL_NEXT_SENDS, INBOUND, SENT, SimFailNextSends, SimInbound
 from wabus.logs import get_logger
 
 log = get_logger(__name__)
@@ -84,8 +85,8 @@ class SimEngine:
         session.sent.append((message_id, message))
         return SentMessage(message_id=message_id, chat=to_jid(message.to), timestamp=self._clock())
 
-    async def control(self, instance: str, action: str, payload: bytes) -> None:
-        """Play one control message: `inbound` or `fail_next_sends`."""
+    async def control(self, instance: str, action: str, payload: bytes) -> dict[str, Any]:
+        """Play one control message (`inbound`, `fail_next_sends`, `sent`); returns the answer."""
         try:
             if action == INBOUND:
                 inbound = SimInbound.model_validate_json(payload)
@@ -97,10 +98,18 @@ class SimEngine:
                 failure = SimFailNextSends.model_validate_json(payload)
                 session = await self._session(instance)
                 session.failure, session.failures_left = failure, failure.count
+            elif action == SENT:
+                session = await self._session(instance)
+                sent = [
+                    {"message_id": message_id, "data": message.model_dump(mode="json")}
+                    for message_id, message in session.sent
+                ]
+                return {"ok": True, "sent": sent}
             else:
                 raise SimControlError(f"unknown sim action {action!r}")
         except ValidationError as error:
             raise SimControlError(str(error)) from error
+        return {"ok": True}
 
     async def _play(self, session: SimSession, inbound: SimInbound) -> None:
         base_id = inbound.id or whatsapp_like_id()

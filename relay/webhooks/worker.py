@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import aiohttp
 from nats.aio.msg import Msg
@@ -15,7 +16,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from relay.webhooks.replies import MAX_REPLY_BYTES, reply_command_id, reply_to_event
 from relay.webhooks.signature import WebhookSecret, webhook_headers
+from schemas.commands import SEND_COMMAND
+from schemas.envelope import Envelope, encode, utc_now
 from wabus.logs import get_logger
 from wabus.settings import Settings
 
@@ -77,15 +81,18 @@ class WebhookWorker:
         headers = webhook_headers(self._secrets, event_id, int(time.time()), message.data)
         status: int | None = None
         error: str | None = None
+        answer = b""
         try:
             async with http.post(
                 self._url, data=message.data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-                await response.read()
+                answer = await response.content.read(MAX_REPLY_BYTES)
         except (aiohttp.ClientError, TimeoutError) as failure:
             error = type(failure).__name__
         if status is not None and 200 <= status < 300:
+            if answer and message.subject.endswith(".message.received"):
+                await self._send_reply(event_id, message.data, answer)
             await message.ack()
             return
         delay = next_delay(self._settings.webhook_retry_schedule, attempt)
@@ -102,6 +109,26 @@ class WebhookWorker:
             await message.ack()
         else:
             await message.nak(delay=delay)
+
+    async def _send_reply(self, event_id: str, event_body: bytes, answer: bytes) -> None:
+        event = json.loads(event_body)
+        request = reply_to_event(event, answer)
+        if request is None:
+            return
+        command_id = reply_command_id(event_id)
+        envelope = Envelope[dict[str, Any]](
+            id=command_id,
+            type=SEND_COMMAND,
+            instance=event["instance"],
+            timestamp=utc_now(),
+            data=request.model_dump(mode="json"),
+        )
+        await self._js.publish(
+            self._topology.command(event["instance"], SEND_COMMAND),
+            encode(envelope),
+            headers={"Nats-Msg-Id": command_id},
+        )
+        log.info("webhook reply queued", event_id=event_id, command_id=command_id)
 
     async def _dead_letter(
         self, message: Msg, event_id: str, status: int | None, error: str | None

@@ -100,3 +100,18 @@ async def test_an_event_out_of_attempts_goes_to_the_dead_letter_stream(
     dead = await eventually(lambda: stored_envelopes(nc.jetstream(), settings.topology.dlq_stream))
     assert [envelope["id"] for envelope in dead] == [event_id]
     assert len(receiver.deliveries) == len(settings.webhook_retry_schedule)
+
+
+async def test_a_webhook_reply_becomes_a_send_command_to_the_same_chat(
+    relay_to: tuple[Receiver, Settings], nc: NATS
+) -> None:
+    receiver, settings = relay_to
+    receiver.answer = lambda event: {"reply": {"text": "pong " + event["data"]["text"]}}
+    event_id = await publish(nc, settings, 3)
+    [command] = await eventually(
+        lambda: stored_envelopes(nc.jetstream(), settings.topology.commands_stream)
+    )
+    assert command["id"] == f"reply-{event_id}"
+    assert command["instance"] == "acme"
+    assert command["data"]["to"] == "5511999999999@s.whatsapp.net"
+    assert command["data"]["text"] == "pong hello 3"

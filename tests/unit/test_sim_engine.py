@@ -69,3 +69,21 @@ async def test_fail_next_sends_then_recover() -> None:
 async def test_bad_controls_are_refused(action: str, payload: bytes) -> None:
     with pytest.raises(SimControlError):
         await SimEngine(Recorder()).control("acme", action, payload)
+
+
+async def test_recorded_sends_can_be_queried() -> None:
+    engine = SimEngine(Recorder())
+    sent = await engine.send("acme", SendText(to="5511999999999", text="hi"))
+    answer = await engine.control("acme", "sent", b"")
+    assert answer == {
+        "ok": True,
+        "sent": [
+            {
+                "message_id": sent.message_id,
+                "data": {
+                    "type": "text", "to": "5511999999999", "text": "hi",
+                    "reply_to": None, "mentions": [],
+                },
+            }
+        ],
+    }  # fmt: skip

@@ -1,0 +1,47 @@
+"""Webhook replies: a 2xx answer to `message.received` whose JSON body is
+`{"reply": {"text": …}}` (any send kind, without `to`) or the Node design's `{"response": "…"}`
+becomes a send to the same chat.
+
+The command id is derived from the event id, so a redelivered event produces the same command,
+which JetStream's duplicate window and the connector's send records turn into one send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.commands import SendMessage, parse_send
+
+MAX_REPLY_BYTES = 64 * 1024
+
+
+def reply_command_id(event_id: str) -> str:
+    return f"reply-{event_id}"
+
+
+def reply_to_event(event: dict[str, Any], response_body: bytes) -> SendMessage | None:
+    """The send a webhook answer asks for, or None (not a reply, not JSON, or not valid)."""
+    if event.get("type") != "message.received" or not response_body:
+        return None
+    data = event.get("data") or {}
+    if data.get("from_me") or not data.get("chat"):
+        return None  # never answer our own messages: an echo bot would talk to itself forever
+    try:
+        answer = json.loads(response_body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    if isinstance(answer.get("reply"), dict):
+        request = {**answer["reply"], "to": data["chat"]}
+    elif isinstance(answer.get("response"), str) and answer["response"]:
+        request = {"text": answer["response"], "to": data["chat"]}
+    else:
+        return None
+    try:
+        return parse_send(request)
+    except ValidationError:
+        return None
