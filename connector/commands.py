@@ -16,8 +16,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
-from connector.engine import EmitEvent, Engine, SendError
+from connector.engine import EmitEvent, SendError
 from connector.metrics import COMMANDS, SEND_SECONDS
+from connector.sessions import Sessions
 from schemas.commands import SEND_COMMAND, parse_send
 from schemas.envelope import RawEnvelope
 from schemas.events import MessageFailed, MessageSent
@@ -40,11 +41,11 @@ def validation_summary(error: ValidationError) -> str:
 
 class CommandConsumer:
     def __init__(
-        self, js: JetStreamContext, topology: Topology, engine: Engine, emit: EmitEvent
+        self, js: JetStreamContext, topology: Topology, sessions: Sessions, emit: EmitEvent
     ) -> None:
         self._js = js
         self._topology = topology
-        self._engine = engine
+        self._sessions = sessions
         self._emit = emit
         self._handlers: dict[str, CommandHandler] = {SEND_COMMAND: self._send}
 
@@ -102,7 +103,8 @@ class CommandConsumer:
             return
         started = time.perf_counter()
         try:
-            sent = await self._engine.send(instance, request)
+            session = await self._sessions.get(instance)
+            sent = await session.send(request)
         except SendError as error:
             await self._fail(
                 instance, command_id, request.to, error.code, error.reason, error.retryable

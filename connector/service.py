@@ -9,9 +9,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from connector.commands import CommandConsumer
-from connector.engine import EmitEvent, Engine
+from connector.engine import Engine
 from connector.engines.sim import SimEngine
 from connector.publisher import EventPublisher
+from connector.sessions import Sessions
 from connector.sim_control import subscribe_sim_controls
 from wabus.health import health_routes
 from wabus.logs import configure_logging, get_logger
@@ -26,9 +27,9 @@ class EngineUnavailable(RuntimeError):
     """The configured engine cannot run in this build or on this machine."""
 
 
-def build_engine(settings: Settings, emit: EmitEvent) -> Engine:
+def build_engine(settings: Settings) -> Engine:
     if settings.engine is EngineName.SIM:
-        return SimEngine(emit)
+        return SimEngine()
     raise EngineUnavailable(
         "WABUS_ENGINE=neonize is not available in this build yet; set WABUS_ENGINE=sim"
     )
@@ -47,7 +48,8 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await ensure_streams(js, settings)
     publisher = EventPublisher(js, settings.topology)
-    engine = build_engine(settings, publisher.emit)
+    engine = build_engine(settings)
+    sessions = Sessions(engine, publisher.emit)
     readiness = {"nats": True, "streams": True}
 
     async def watch_readiness() -> None:
@@ -59,8 +61,8 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
 
     sim_subscription = None
     if isinstance(engine, SimEngine):
-        sim_subscription = await subscribe_sim_controls(nc, settings.topology, engine)
-    consumer = CommandConsumer(js, settings.topology, engine, publisher.emit)
+        sim_subscription = await subscribe_sim_controls(nc, settings.topology, engine, sessions)
+    consumer = CommandConsumer(js, settings.topology, sessions, publisher.emit)
     log.info("connector started", engine=engine.name, nats=settings.nats_url, port=settings.port)
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -74,6 +76,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         if sim_subscription is not None:
             await sim_subscription.unsubscribe()
+        await sessions.close()
         await engine.close()
         await nc.drain()
         log.info("connector stopped")

@@ -3,87 +3,131 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime
 
 import pytest
 
-from connector.engine import SendError
-from connector.engines.sim import SimControlError, SimEngine
+from connector.engine import Account, SendError
+from connector.engines.sim import SimControlError, SimEngine, SimSession
+from connector.reasons import DisconnectReason
 from schemas.commands import SendText
 from schemas.envelope import EventData
-from schemas.events import ConnectionOpen, MessageReceived
+from schemas.events import MessageReceived
 
 
-class Recorder:
+class Listener:
+    """Records every report of a session, in order."""
+
     def __init__(self) -> None:
-        self.events: list[tuple[str, EventData, str | None]] = []
+        self.reports: list[tuple[str, object]] = []
+        self.events: list[tuple[EventData, str | None]] = []
 
-    async def __call__(self, instance: str, data: EventData, source_id: str | None = None) -> None:
-        self.events.append((instance, data, source_id))
+    async def on_qr(self, code: str, expires_at: datetime) -> None:
+        self.reports.append(("qr", code))
+
+    async def on_pair_code(self, code: str, phone: str) -> None:
+        self.reports.append(("pair_code", (code, phone)))
+
+    async def on_open(self, account: Account) -> None:
+        self.reports.append(("open", account))
+
+    async def on_close(self, reason: DisconnectReason, detail: str) -> None:
+        self.reports.append(("close", reason))
+
+    async def on_event(
+        self, data: EventData, source_id: str | None = None, media: bytes | None = None
+    ) -> None:
+        self.reports.append(("event", data))
+        self.events.append((data, source_id))
+
+    def messages(self) -> list[tuple[MessageReceived, str | None]]:
+        return [(data, source) for data, source in self.events if isinstance(data, MessageReceived)]
 
 
-async def test_a_send_is_recorded_and_answered_with_a_whatsapp_like_id() -> None:
-    recorder = Recorder()
-    engine = SimEngine(recorder)
-    sent = await engine.send("acme", SendText(to="5511999999999", text="hi"))
+async def open_session(instance: str = "acme") -> tuple[SimEngine, SimSession, Listener]:
+    engine = SimEngine()
+    listener = Listener()
+    session = engine.open_session(instance, listener)
+    await session.connect()
+    return engine, session, listener
+
+
+async def test_connect_opens_and_a_send_is_recorded_with_a_whatsapp_like_id() -> None:
+    _, session, listener = await open_session()
+    assert listener.reports[0][0] == "open"
+    sent = await session.send(SendText(to="5511999999999", text="hi"))
     assert re.fullmatch(r"3EB0[0-9A-F]{18}", sent.message_id)
     assert sent.chat == "5511999999999@s.whatsapp.net"
-    assert engine.sessions["acme"].sent == [
-        (sent.message_id, SendText(to="5511999999999", text="hi"))
-    ]
-    assert isinstance(recorder.events[0][1], ConnectionOpen)
+    assert session.sent == [(sent.message_id, SendText(to="5511999999999", text="hi"))]
 
 
 async def test_inbound_repeat_emits_numbered_messages_in_order() -> None:
-    recorder = Recorder()
-    engine = SimEngine(recorder)
+    engine, _, listener = await open_session()
     payload = {"from": "5511999999999", "text": "hello", "repeat": 3, "id": "ABC"}
     await engine.control("acme", "inbound", json.dumps(payload).encode())
-    while len(recorder.events) < 4:
+    while len(listener.messages()) < 3:
         await asyncio.sleep(0.01)
-    messages = [data for _, data, _ in recorder.events if isinstance(data, MessageReceived)]
-    assert [m.text for m in messages] == ["hello #1", "hello #2", "hello #3"]
-    assert [m.message_id for m in messages] == ["ABC0000001", "ABC0000002", "ABC0000003"]
-    assert [source for _, data, source in recorder.events if isinstance(data, MessageReceived)] == [
-        m.message_id for m in messages
-    ]
-    assert messages[0].chat == messages[0].from_ == "5511999999999@s.whatsapp.net"
+    messages = listener.messages()
+    assert [m.text for m, _ in messages] == ["hello #1", "hello #2", "hello #3"]
+    assert [m.message_id for m, _ in messages] == ["ABC0000001", "ABC0000002", "ABC0000003"]
+    assert [source for _, source in messages] == [m.message_id for m, _ in messages]
+    assert messages[0][0].chat == messages[0][0].from_ == "5511999999999@s.whatsapp.net"
     await engine.close()
 
 
 async def test_fail_next_sends_then_recover() -> None:
-    engine = SimEngine(Recorder())
+    engine, session, _ = await open_session()
     await engine.control(
         "acme", "fail_next_sends", b'{"count": 2, "code": "rate_limited", "retryable": true}'
     )
     message = SendText(to="5511999999999", text="hi")
     for _ in range(2):
         with pytest.raises(SendError) as raised:
-            await engine.send("acme", message)
+            await session.send(message)
         assert (raised.value.code, raised.value.retryable) == ("rate_limited", True)
-    assert (await engine.send("acme", message)).message_id
+    assert (await session.send(message)).message_id
 
 
 @pytest.mark.parametrize(
-    ("action", "payload"), [("inbound", b"{}"), ("inbound", b"not json"), ("explode", b"{}")]
+    ("instance", "action", "payload"),
+    [
+        ("acme", "inbound", b"{}"),
+        ("acme", "inbound", b"not json"),
+        ("acme", "explode", b"{}"),
+        ("nobody", "inbound", b'{"from": "5511999999999", "text": "x"}'),
+    ],
 )
-async def test_bad_controls_are_refused(action: str, payload: bytes) -> None:
+async def test_bad_controls_are_refused(instance: str, action: str, payload: bytes) -> None:
+    engine, _, _ = await open_session()
     with pytest.raises(SimControlError):
-        await SimEngine(Recorder()).control("acme", action, payload)
+        await engine.control(instance, action, payload)
 
 
 async def test_recorded_sends_can_be_queried() -> None:
-    engine = SimEngine(Recorder())
-    sent = await engine.send("acme", SendText(to="5511999999999", text="hi"))
+    engine, session, _ = await open_session()
+    sent = await session.send(SendText(to="5511999999999", text="hi"))
     answer = await engine.control("acme", "sent", b"")
-    assert answer == {
-        "ok": True,
-        "sent": [
-            {
-                "message_id": sent.message_id,
-                "data": {
-                    "type": "text", "to": "5511999999999", "text": "hi",
-                    "reply_to": None, "mentions": [],
-                },
-            }
-        ],
+    data: dict[str, object] = {
+        "type": "text", "to": "5511999999999", "text": "hi", "reply_to": None, "mentions": [],
     }  # fmt: skip
+    assert answer == {"ok": True, "sent": [{"message_id": sent.message_id, "data": data}]}
+
+
+async def test_pairing_logout_and_disconnect_are_reported() -> None:
+    _, session, listener = await open_session()
+    code = await session.pair_phone("5511999999999")
+    await session.logout()
+    await session.disconnect()
+    assert listener.reports[1:] == [
+        ("pair_code", (code, "5511999999999")),
+        ("close", DisconnectReason.LOGGED_OUT),
+        ("close", DisconnectReason.STOPPED),
+    ]
+
+
+def test_reason_predicates() -> None:
+    assert DisconnectReason.LOGGED_OUT.is_permanent
+    assert DisconnectReason.LOGGED_OUT.wipes_session
+    assert not DisconnectReason.NETWORK.is_permanent
+    assert DisconnectReason.STOPPED.is_expected
+    assert not DisconnectReason.STREAM_REPLACED.wipes_session
