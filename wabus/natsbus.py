@@ -62,8 +62,15 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
     )
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings, replicas: int = 1) -> None:
-    """Create the streams or bring their limits up to date; safe to run concurrently."""
+async def ensure_streams(
+    js: JetStreamContext, settings: Settings, replicas: int | None = None
+) -> None:
+    """Create the streams or bring their limits up to date; safe to run concurrently.
+
+    `replicas` defaults to `WABUS_STREAM_REPLICAS`; raising it on existing streams (R1 → R3 after
+    moving to a cluster) is an update JetStream performs in place.
+    """
+    replicas = settings.stream_replicas if replicas is None else replicas
     for spec in stream_specs(settings.topology, settings.events_max_age):
         config = _config(spec, replicas)
         try:
@@ -73,8 +80,8 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, replicas: int
             log.info("stream created", stream=spec.name)
             continue
         current = info.config
-        if (current.max_age, current.duplicate_window) != (config.max_age, config.duplicate_window):
-            config.num_replicas = current.num_replicas
+        wanted = (config.max_age, config.duplicate_window, config.num_replicas)
+        if (current.max_age, current.duplicate_window, current.num_replicas) != wanted:
             await js.update_stream(config)
             log.info("stream updated", stream=spec.name)
 

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     relay_workers: int = Field(default=1, ge=1, le=64, validation_alias="WABUS_RELAY_WORKERS")
     max_body_bytes: int = Field(default=1 << 20, gt=0, validation_alias="WABUS_MAX_BODY_BYTES")
 
+    # deployment (infra): 3 on a three-node JetStream cluster, so streams survive a node loss
+    stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="WABUS_STREAM_REPLICAS")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys(cls, value: object) -> object:

@@ -88,7 +88,6 @@ def node_modules() -> Path:
     if not (stamp.exists() and stamp.read_text() == wanted):
         done = _run(
             [shutil.which("npm") or "npm", "ci", "--loglevel=error", "--no-audit", "--no-fund"],
-            "npm ci",
             300,
         )
         output = done.stdout + done.stderr
