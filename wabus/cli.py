@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from typing import Annotated
 
@@ -29,14 +30,19 @@ def dev(
     connector_port: Annotated[int, typer.Option(help="Connector health port.")] = 8081,
     inspector_port: Annotated[int, typer.Option(help="Built-in webhook inspector port.")] = 8082,
     nats_port: Annotated[int, typer.Option(help="Embedded nats-server port.")] = 4222,
+    phone: Annotated[
+        str | None,
+        typer.Option(help="neonize: pair this phone number with a code instead of the QR."),
+    ] = None,
 ) -> None:
-    """Run everything locally: embedded NATS, connector (sim engine), relay, webhook inspector."""
+    """Run everything locally: embedded NATS, connector (sim engine unless WABUS_ENGINE says
+    otherwise), relay, webhook inspector. With WABUS_ENGINE=neonize it shows the pairing QR."""
     from wabus.devstack import DevPorts, run_dev
 
     env = Settings()
     configure_logging(env.log_level, LogFormat.CONSOLE)
     ports = DevPorts(relay_port, connector_port, inspector_port, nats_port)
-    run_until_signal(lambda stop: run_dev(env, ports, stop))
+    run_until_signal(lambda stop: run_dev(env, ports, stop, phone=phone))
 
 
 @app.command()
@@ -101,6 +107,54 @@ def send(
     except RelayError as error:
         typer.echo(f"refused: {error}", err=True)
         raise typer.Exit(1) from error
+
+
+def _nats_target() -> tuple[str, Settings]:
+    """NATS URL and settings from NATS_URL, else from a running `wabus dev` (its prefix too)."""
+    from wabus.devstack import load_dev_state
+
+    env = Settings()
+    state = load_dev_state(env.data_dir)
+    nats_url = env.nats_url or (state.nats_url if state else None)
+    if not nats_url:
+        raise typer.BadParameter("set NATS_URL, or start `wabus dev` here")
+    if state and not env.nats_url and "WABUS_SUBJECT_PREFIX" not in os.environ:
+        env = env.model_copy(update={"subject_prefix": state.subject_prefix})
+    return nats_url, env
+
+
+@app.command()
+def tail(
+    instance: Annotated[str | None, typer.Argument(help="Only this instance.")] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Event type or NATS pattern: message.*, connection.>"),
+    ] = None,
+    raw: Annotated[bool, typer.Option("--json", help="Print each envelope as JSON.")] = False,
+) -> None:
+    """Follow events on NATS live, one readable line each (Ctrl-C to stop)."""
+    import nats
+
+    from wabus.console import events_subject, follow, format_event
+
+    nats_url, env = _nats_target()
+    subject = events_subject(env.topology, instance, event_type)
+
+    def render(envelope: dict[str, object]) -> str:
+        return json.dumps(envelope, ensure_ascii=False) if raw else format_event(envelope)
+
+    async def go(stop: asyncio.Event) -> None:
+        nc = await nats.connect(nats_url, name="wabus-tail")
+        try:
+            await follow(nc, subject, lambda line: typer.echo(line), render)
+            typer.echo(
+                f"following {subject} on {nats_url.rpartition('@')[2]} (Ctrl-C to stop)", err=True
+            )
+            await stop.wait()
+        finally:
+            await nc.close()
+
+    run_until_signal(go)
 
 
 @sim_app.command("inbound")
