@@ -236,6 +236,9 @@ def test_docs_name_real_commands() -> None:
 
     cli = get_command(app)
     text = (ROOT / "docs" / "deploy.md").read_text()
-    for line in re.findall(r"^\s*(?:\.venv/bin/)?wabus ([a-z].*)$", text, re.MULTILINE):
+    code = "\n".join(re.findall(r"^```\w*\n(.*?)^```", text, re.MULTILINE | re.DOTALL))
+    commands = re.findall(r"^\s*(?:\.venv/bin/)?wabus ([a-z].*)$", code, re.MULTILINE)
+    assert commands, "the doc shows at least one wabus command"
+    for line in commands:
         words = shlex.split(line)
         assert words[0] in cli.commands, f"docs/deploy.md: no `wabus {words[0]}`"  # type: ignore[attr-defined]
