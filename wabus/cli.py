@@ -42,7 +42,13 @@ def dev(
     env = Settings()
     configure_logging(env.log_level, LogFormat.CONSOLE)
     ports = DevPorts(relay_port, connector_port, inspector_port, nats_port)
-    run_until_signal(lambda stop: run_dev(env, ports, stop, phone=phone))
+    try:
+        run_until_signal(lambda stop: run_dev(env, ports, stop, phone=phone))
+    except Exception as error:
+        from wabus.console import explain
+
+        typer.echo(f"✘ wabus dev stopped: {explain(error)}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -181,3 +181,10 @@ async def wait_until(
             echo(f"… still waiting for {what} ({now - started:.0f}s)")
             next_report = now
         await asyncio.sleep(every)
+
+
+def explain(error: BaseException) -> str:
+    """The messages of an error and of every error grouped in it, for one line to a person."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(explain(inner) for inner in error.exceptions))
+    return str(error) or type(error).__name__

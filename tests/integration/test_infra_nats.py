@@ -125,13 +125,20 @@ async def test_three_node_cluster_keeps_the_streams_on_three_replicas(tmp_path: 
         nc = await nats.connect(nodes[0].url("connector"))
         try:
             js = nc.jetstream()
-            await ensure_streams(js, settings)
-            for stream in (settings.topology.events_stream, settings.topology.commands_stream):
-                info = await js.stream_info(stream)
-                assert info.config.num_replicas == 3
-                assert info.cluster is not None
-                peers = {info.cluster.leader, *(peer.name for peer in info.cluster.replicas or [])}
-                assert peers == {"n1", "n2", "n3"}
+            await ensure_streams(js, settings, replicas=1)  # as a single-node start left them
+            assert (await js.stream_info(settings.topology.events_stream)).config.num_replicas == 1
+            await ensure_streams(js, settings)  # WABUS_STREAM_REPLICAS=3 raises them in place
+            topology = settings.topology
+            for stream in (topology.events_stream, topology.commands_stream, topology.dlq_stream):
+                assert (await js.stream_info(stream)).config.num_replicas == 3
+
+                async def on_all_nodes(stream: str = stream) -> bool:
+                    cluster = (await js.stream_info(stream)).cluster
+                    assert cluster is not None
+                    peers = {cluster.leader, *(peer.name for peer in cluster.replicas or [])}
+                    return peers == {"n1", "n2", "n3"}
+
+                await eventually(on_all_nodes, timeout=15)
             # a publish on another node lands in the same replicated stream
             other = await nats.connect(nodes[2].url("connector"))
             try:

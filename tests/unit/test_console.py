@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.subjects import Topology
-from wabus.console import connection_progress, events_subject, format_event, render_qr
+from wabus.console import connection_progress, events_subject, explain, format_event, render_qr
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,11 @@ def test_connection_progress_speaks_for_each_state() -> None:
     assert code is not None
     assert "ABCD-1234" in code
     assert connection_progress(envelope("message.received"), "x") is None
+
+
+def test_errors_are_explained_in_one_line_without_repeats() -> None:
+    group = ExceptionGroup(
+        "tasks", [RuntimeError("no engine"), ExceptionGroup("inner", [RuntimeError("no engine")])]
+    )
+    assert explain(group) == "no engine"
+    assert explain(ValueError()) == "ValueError"
