@@ -26,6 +26,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError
+from standardwebhooks import Webhook
 
 from relay.auth import AuthError, sign_request, verify_request
 from schemas.instances import InstanceConfig
@@ -322,6 +323,35 @@ async def test_nextjs_verifies_the_webhook_and_its_reply_reaches_whatsapp(
 
     await eventually(sent_event_verified, timeout=30)
     assert len(await echoed()) == 1, "the reply was sent more than once"
+
+
+async def test_nextjs_refuses_forged_webhooks_and_skips_redeliveries(
+    stack: Stack, webhook_secret: str
+) -> None:
+    body = json.dumps(
+        {"id": "evt_e2e_1", "type": "presence.chat", "instance": "acme",
+         "timestamp": "2026-11-25T12:00:00Z", "data": {"chat": "c", "state": "composing"}}
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    signature = Webhook(webhook_secret).sign("evt_e2e_1", now, body)
+    headers = {
+        "webhook-id": "evt_e2e_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+    hook = stack.nextjs + "/api/whatsapp"
+    async with httpx.AsyncClient() as http:
+        forged = await http.post(hook, content=body.replace("composing", "paused"), headers=headers)
+        first = await http.post(hook, content=body, headers=headers)
+        again = await http.post(hook, content=body, headers=headers)
+        status = (await http.get(stack.nextjs + "/api/whatsapp/status")).json()
+    assert forged.status_code == 400
+    assert first.status_code == 200
+    assert first.json() == {"ok": True}
+    assert again.status_code == 200
+    assert again.json() == {"duplicate": True}
+    assert (status["rejected"], status["duplicates"]) == (1, 1)
 
 
 async def test_nextjs_sends_through_the_relay_with_its_signer(
