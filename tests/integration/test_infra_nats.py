@@ -282,3 +282,49 @@ async def test_the_services_run_on_their_least_privilege_users(
             stop.set()
             await connector_task
     print(json.dumps({"log": single_node.log.read_text()[-2000:]}))
+
+
+async def test_buckets_and_media_follow_the_service_roles(single_node: Node) -> None:
+    """The KV buckets and the object store of the contract, used as each service uses them."""
+    await eventually(lambda: jetstream_ready(single_node.url("connector")), timeout=15)
+    async with (
+        client(single_node.url("connector")) as (connector, connector_denied),
+        client(single_node.url("relay")) as (relay, relay_denied),
+    ):
+        cjs, rjs = connector.jetstream(), relay.jetstream()
+        # the relay owns instance configuration; the connector watches it
+        instances = await rjs.create_key_value(bucket="wa_instances")
+        await instances.put("acme", b'{"id": "acme"}')
+        watched = await (await cjs.key_value("wa_instances")).watch("acme")
+        entry = await watched.updates(timeout=5)
+        assert entry is not None
+        assert entry.value == b'{"id": "acme"}'
+        await watched.stop()
+
+        # the connector owns status, leases and send records; the relay reads and watches them
+        status = await cjs.create_key_value(bucket="wa_status")
+        await status.put("acme", b'{"state": "open"}')
+        leases = await cjs.create_key_value(bucket="wa_leases")
+        await leases.create("acme", b"connector-1")
+        sends = await cjs.create_key_value(bucket="wa_sends")
+        await sends.put("acme.cmd_1", b'{"state": "sent"}')
+        assert (await (await rjs.key_value("wa_status")).get("acme")).value == b'{"state": "open"}'
+        sends_seen = await (await rjs.key_value("wa_sends")).watch("acme.cmd_1")
+        sent = await sends_seen.updates(timeout=5)
+        assert sent is not None
+        assert sent.value == b'{"state": "sent"}'
+        await sends_seen.stop()
+
+        # inbound media: the connector stores, the relay serves
+        media = await cjs.create_object_store("wa_media")
+        await media.put("med_1", b"\x89PNG" * 1000)
+        served = await (await rjs.object_store("wa_media")).get("med_1")
+        assert served.data == b"\x89PNG" * 1000
+
+        # and not the other way round
+        await relay.publish("$KV.wa_status.acme", b"{}")
+        await connector.publish("$KV.wa_instances.acme", b"{}")
+        await relay.flush()
+        await connector.flush()
+        await eventually(lambda: relay_denied.seen("$KV.wa_status.acme"))
+        await eventually(lambda: connector_denied.seen("$KV.wa_instances.acme"))
