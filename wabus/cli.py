@@ -150,7 +150,8 @@ def tail(
         return json.dumps(envelope, ensure_ascii=False) if raw else format_event(envelope)
 
     async def go(stop: asyncio.Event) -> None:
-        nc = await nats.connect(nats_url, name="wabus-tail")
+        creds = {"user_credentials": str(env.nats_creds)} if env.nats_creds else {}
+        nc = await nats.connect(nats_url, name="wabus-tail", **creds)
         try:
             await follow(nc, subject, lambda line: typer.echo(line), render)
             typer.echo(

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -295,7 +296,7 @@ async def test_buckets_and_media_follow_the_service_roles(single_node: Node) -> 
         # the relay owns instance configuration; the connector watches it
         instances = await rjs.create_key_value(bucket="wa_instances")
         await instances.put("acme", b'{"id": "acme"}')
-        watched = await (await cjs.key_value("wa_instances")).watch("acme")
+        watched: Any = await (await cjs.key_value("wa_instances")).watch("acme")  # untyped API
         entry = await watched.updates(timeout=5)
         assert entry is not None
         assert entry.value == b'{"id": "acme"}'
@@ -309,7 +310,7 @@ async def test_buckets_and_media_follow_the_service_roles(single_node: Node) -> 
         sends = await cjs.create_key_value(bucket="wa_sends")
         await sends.put("acme.cmd_1", b'{"state": "sent"}')
         assert (await (await rjs.key_value("wa_status")).get("acme")).value == b'{"state": "open"}'
-        sends_seen = await (await rjs.key_value("wa_sends")).watch("acme.cmd_1")
+        sends_seen: Any = await (await rjs.key_value("wa_sends")).watch("acme.cmd_1")
         sent = await sends_seen.updates(timeout=5)
         assert sent is not None
         assert sent.value == b'{"state": "sent"}'
