@@ -4,8 +4,8 @@ export default function Home() {
       <h1>wabus × Next.js</h1>
       <ul>
         <li>
-          <code>POST /api/whatsapp</code> receives wabus webhooks (verified with <code>standardwebhooks</code>) and
-          answers each received text with an echo.
+          <code>POST /api/whatsapp</code> receives wabus webhooks (verified with <code>standardwebhooks</code>
+          ) and answers each received text with an echo.
         </li>
         <li>
           <code>GET /api/whatsapp/status</code> shows what it has verified.

@@ -38,9 +38,10 @@ function withoutTitles(schema) {
   for (const [key, value] of Object.entries(schema)) {
     if (key === "title") continue;
     // `properties` maps names to schemas: a property may itself be called "title".
-    copy[key] = key === "properties" || key === "$defs"
-      ? Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, withoutTitles(sub)]))
-      : withoutTitles(value);
+    copy[key] =
+      key === "properties" || key === "$defs"
+        ? Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, withoutTitles(sub)]))
+        : withoutTitles(value);
   }
   return copy;
 }

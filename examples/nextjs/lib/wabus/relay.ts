@@ -53,5 +53,9 @@ export function sendText(
   idempotencyKey?: string,
 ): Promise<Accepted> {
   const message: SendText = { type: "text", to, text };
-  return relayPost<Accepted>(`/v1/instances/${encodeURIComponent(instance)}/messages`, message, idempotencyKey);
+  return relayPost<Accepted>(
+    `/v1/instances/${encodeURIComponent(instance)}/messages`,
+    message,
+    idempotencyKey,
+  );
 }

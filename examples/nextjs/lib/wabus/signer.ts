@@ -30,7 +30,13 @@ export function canonicalRequest(
   return `${timestamp}\n${method.toUpperCase()}\n${target}\n${bodyHash}`;
 }
 
-export function signRequest(secret: string, timestamp: string, method: string, target: string, body: string | Uint8Array): string {
+export function signRequest(
+  secret: string,
+  timestamp: string,
+  method: string,
+  target: string,
+  body: string | Uint8Array,
+): string {
   const digest = createHmac("sha256", secret).update(canonicalRequest(timestamp, method, target, body));
   return `v1=${digest.digest("hex")}`;
 }

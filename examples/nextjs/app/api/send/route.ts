@@ -15,15 +15,22 @@ export async function POST(req: Request): Promise<Response> {
   if (!token || req.headers.get("authorization") !== `Bearer ${token}`) {
     return Response.json({ error: "unauthorized" }, { status: 401 });
   }
-  const input = (await req.json().catch(() => null)) as { instance?: unknown; to?: unknown; text?: unknown } | null;
+  const input = (await req.json().catch(() => null)) as {
+    instance?: unknown;
+    to?: unknown;
+    text?: unknown;
+  } | null;
   const { instance, to, text } = input ?? {};
   if (typeof instance !== "string" || typeof to !== "string" || typeof text !== "string") {
     return Response.json({ error: "expected {instance, to, text} strings" }, { status: 422 });
   }
   try {
-    return Response.json(await sendText(instance, to, text, req.headers.get("idempotency-key") ?? undefined), {
-      status: 202,
-    });
+    return Response.json(
+      await sendText(instance, to, text, req.headers.get("idempotency-key") ?? undefined),
+      {
+        status: 202,
+      },
+    );
   } catch (error) {
     if (error instanceof RelayError) return Response.json(error.problem, { status: error.status });
     throw error;
