@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from schemas.subjects import Topology
-from wabus.console import connection_progress, events_subject, explain, format_event, render_qr
+from wabus.console import (
+    connection_progress,
+    events_subject,
+    explain,
+    format_event,
+    render_qr,
+    wait_until,
+)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +98,17 @@ def test_errors_are_explained_in_one_line_without_repeats() -> None:
     )
     assert explain(group) == "no engine"
     assert explain(ValueError()) == "ValueError"
+
+
+async def test_a_long_wait_says_what_it_waits_for() -> None:
+    lines: list[str] = []
+    calls = 0
+
+    async def slow() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 8
+
+    await wait_until(slow, "the relay", lines.append, every=0.02, report=0.05)
+    assert lines
+    assert all(line.startswith("… still waiting for the relay (") for line in lines)
