@@ -217,6 +217,20 @@ def test_nats_configs_read_only_variables_compose_sets() -> None:
         assert used <= set(environment), f"{config} needs {used - set(environment)}"
 
 
+def test_nats_image_bakes_in_the_configs() -> None:
+    instructions = parse_dockerfile(INFRA / "nats" / "Dockerfile")
+    image = next(i.argument for i in instructions if i.keyword == "FROM")
+    assert image == _compose("compose.yaml")["services"]["nats"]["image"], "same NATS as compose"
+    for words in (i.argument.split() for i in instructions if i.keyword == "COPY"):
+        for source in words[:-1]:
+            assert (ROOT / source).exists(), f"infra/nats/Dockerfile copies missing {source}"
+    command = json.loads(next(i.argument for i in instructions if i.keyword == "CMD"))
+    config = command[command.index("-c") + 1]
+    assert (INFRA / "nats" / Path(config).name).exists()
+    nats_json = json.loads((INFRA / "railway" / "nats.json").read_text())
+    assert (ROOT / nats_json["build"]["dockerfilePath"]).exists()
+
+
 @pytest.mark.parametrize("service", ["connector", "relay"])
 def test_railway_config(service: str) -> None:
     config = json.loads((INFRA / "railway" / f"{service}.json").read_text())
