@@ -195,6 +195,7 @@ class NeonizeSession:
         self._worker: asyncio.Task[None] | None = None
         self._reapers: set[asyncio.Task[None]] = set()
         self._remembered: str | None = None
+        self._connect_lock = asyncio.Lock()
         self._log = log.bind(instance=instance)
 
     @property
@@ -207,8 +208,11 @@ class NeonizeSession:
         return self._logged_in
 
     async def connect(self) -> None:
-        if self.running:
-            return
+        async with self._connect_lock:  # one attempt at a time (pair_phone connects too)
+            if not self.running:
+                await self._connect()
+
+    async def _connect(self) -> None:
         await self._stop_client()
         try:
             location = await self._store.location(self.instance)

@@ -190,8 +190,9 @@ async def fetch_media(
     url: str, allow: Sequence[Network] = (), limit: int = MAX_MEDIA_BYTES
 ) -> tuple[bytes, str | None]:
     """GET `url` through the SSRF guard, refusing more than `limit` bytes; returns the bytes and
-    the response's content type. Failures are `SendError`s (`media_blocked`, `media_too_large`,
-    `media_fetch_failed` — the last one retryable)."""
+    the response's content type. Redirects are not followed (their target would escape the
+    IP-literal check). Failures are `SendError`s: `media_blocked`, `media_too_large`,
+    `media_fetch_failed` (retryable for 5xx and network errors)."""
     try:
         check_url(url, allow)
         async with (

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,9 +19,10 @@ import pytest
 
 from connector.engine import Account, ConnectError, SendError
 from connector.engines.neonize import NeonizeClient, NeonizeEngine, NeonizeSession
-from connector.engines.neonize_lib import EVENT_TO_INT, NeonizeError, e2e, nz
+from connector.engines.neonize_lib import EVENT_TO_INT, NeonizeError, NewAClient, e2e, nz
 from connector.engines.neonize_store import PostgresStore, SqliteStore, StoreLocation
 from connector.reasons import DisconnectReason
+from connector.service import build_engine
 from schemas.commands import SendImage, SendText
 from schemas.envelope import EventData
 from schemas.events import MessageKind, MessageReceipt, MessageReceived, PresenceChat
@@ -31,6 +34,7 @@ from tests.neonize_protos import (
     receipt_event,
 )
 from tests.support import eventually
+from wabus.settings import Settings
 
 CONNECT_BOUND = 20.0
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -466,3 +470,71 @@ async def test_an_unknown_instance_pairs_a_new_device(played: Harness) -> None:
     await played.open()
     assert played.client.new_device
     assert played.client.jid is None
+
+
+async def test_pairing_by_phone_needs_a_socket_waiting_for_a_scan(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    session = NeonizeSession(
+        "pairing", harness.listener, harness.store, pair_timeout=0.2, client_factory=harness._client
+    )
+    connecting = asyncio.create_task(session.connect())
+    await eventually(harness._has_client, timeout=5.0)
+    with pytest.raises(SendError) as no_qr:
+        await session.pair_phone("4915112345678")  # connected, but WhatsApp offered no QR yet
+    assert (no_qr.value.code, no_qr.value.retryable) == ("not_connected", True)
+    await harness.client.go(device())
+    await harness.client.go(nz.Connected(status=True))
+    await connecting
+    await harness.reported("open")
+    with pytest.raises(SendError) as paired:
+        await session.pair_phone("4915112345678")
+    assert paired.value.code == "already_paired"
+    await session.close()
+
+
+async def test_commands_on_a_session_that_is_not_connected_are_refused(tmp_path: Path) -> None:
+    session = NeonizeEngine(SqliteStore(tmp_path)).open_session("idle", Recorder())
+    for command in (session.logout(), session.send(SendText(to="4915112345678", text="x"))):
+        with pytest.raises(SendError) as refused:
+            await command
+        assert (refused.value.code, refused.value.retryable) == ("not_connected", True)
+
+
+def test_the_neonize_internals_the_adapter_relies_on_are_there() -> None:
+    """The adapter reaches into neonize 0.5.2 in two places; an upgrade must fail here first."""
+    assert callable(getattr(NewAClient, "_NewAClient__onLoginStatus", None))
+    client = NeonizeClient("unused.sqlite3", "wabus-internals-check")
+    assert not client._stop_finalizer.alive  # garbage collection never calls Go's Stop
+
+
+def test_importing_neonize_keeps_wabus_logging() -> None:
+    script = (
+        "import logging\n"
+        "from wabus.logs import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "before = list(logging.getLogger().handlers)\n"
+        "import connector.engines.neonize\n"
+        "root = logging.getLogger()\n"
+        "assert root.handlers == before, root.handlers\n"
+        "assert root.level == logging.INFO\n"
+        "assert logging.getLogger('whatsmeow').level == logging.WARNING\n"
+        "assert logging.getLogger('neonize.utils.log').level == logging.WARNING\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+    assert done.stderr == ""  # nothing printed at import
+
+
+def test_the_service_builds_the_neonize_engine_for_its_store(tmp_path: Path) -> None:
+    on_files = build_engine(Settings(engine="neonize", data_dir=tmp_path, database_url=None))
+    assert isinstance(on_files, NeonizeEngine)
+    assert isinstance(on_files.store, SqliteStore)
+    assert on_files.store.folder == tmp_path / "neonize"
+    shared = build_engine(
+        Settings(engine="neonize", data_dir=tmp_path, database_url="postgresql://db/app")
+    )
+    assert isinstance(shared, NeonizeEngine)
+    assert isinstance(shared.store, PostgresStore)
