@@ -84,7 +84,9 @@ async def connect_offline(session: NeonizeSession) -> ConnectError:
     return failed.value
 
 
-async def test_offline_connect_on_sqlite_fails_cleanly_every_time(tmp_path: Path) -> None:
+async def test_offline_connect_on_sqlite_fails_cleanly_every_time(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     engine = NeonizeEngine(SqliteStore(tmp_path / "neonize"), connect_timeout=5.0)
     listener = Recorder()
     session = engine.open_session("sqlite-offline", listener)
@@ -100,6 +102,9 @@ async def test_offline_connect_on_sqlite_fails_cleanly_every_time(tmp_path: Path
     await session.disconnect()
     assert listener.calls == [("close", (DisconnectReason.STOPPED, "disconnected by wabus"))]
     await engine.close()
+    printed = capfd.readouterr().out.splitlines()
+    # Only wabus's own log lines (structlog prints to stdout in tests): nothing from neonize or Go.
+    assert [line for line in printed if "instance=sqlite-offline" not in line] == []
 
 
 FAKE_DEVICE = "15550009999:7@s.whatsapp.net"
