@@ -327,6 +327,8 @@ class NeonizeSession:
         await self._report_close(DisconnectReason.LOGGED_OUT, "logged out on request")
 
     async def mark_read(self, request: MarkRead) -> None:
+        if request.sender is None and request.chat.endswith("@g.us"):
+            raise SendError("sender_required", "marking group messages read needs their sender")
         client = self._logged_in_client()
         try:
             await client.mark_read(

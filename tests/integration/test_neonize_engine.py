@@ -23,7 +23,7 @@ from connector.engines.neonize_lib import EVENT_TO_INT, NeonizeError, NewAClient
 from connector.engines.neonize_store import PostgresStore, SqliteStore, StoreLocation
 from connector.reasons import DisconnectReason
 from connector.service import build_engine
-from schemas.commands import SendImage, SendText
+from schemas.commands import MarkRead, SendImage, SendText
 from schemas.envelope import EventData
 from schemas.events import MessageKind, MessageReceipt, MessageReceived, PresenceChat
 from tests.neonize_protos import (
@@ -543,3 +543,10 @@ def test_the_service_builds_the_neonize_engine_for_its_store(tmp_path: Path) -> 
     )
     assert isinstance(shared, NeonizeEngine)
     assert isinstance(shared.store, PostgresStore)
+
+
+async def test_group_reads_need_the_sender(played: Harness) -> None:
+    await played.open()
+    with pytest.raises(SendError) as refused:
+        await played.session.mark_read(MarkRead(chat="120363000000000001@g.us", message_ids=["A"]))
+    assert (refused.value.code, refused.value.retryable) == ("sender_required", False)
