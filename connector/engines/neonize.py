@@ -19,6 +19,9 @@ around in neonize (0.5.2):
   callback of the client; a small subclass forwards it.
 - neonize dispatches events to the first event loop it ever saw; `connect` points it at the
   running one.
+- Go's `Stop` on a client still in the QR phase crashes the process later, and neonize calls it
+  when a client is garbage-collected. Each connect attempt gets its own client (and Go uuid);
+  `Stop` is called only once it is safe, and an abandoned attempt is stopped when it becomes so.
 """
 
 from __future__ import annotations
@@ -366,8 +369,13 @@ class NeonizeSession:
             client.jid = parse_device_jid(location.jid)
         loop = asyncio.get_running_loop()
 
-        def login_status(status: str) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (generation, _LoginStatus(status)))
+        def login_status(status: str) -> None:  # on a Go thread: nothing may escape
+            try:
+                loop.call_soon_threadsafe(
+                    self._queue.put_nowait, (generation, _LoginStatus(status))
+                )
+            except Exception:
+                self._log.exception("neonize login status callback failed", status=status)
 
         client.login_status = login_status
         client.qr(functools.partial(self._on_qr, generation))
@@ -603,6 +611,7 @@ class NeonizeEngine:
         self._clock = clock
         self._client_factory = client_factory
         self.sessions: dict[str, NeonizeSession] = {}
+        self._opened: list[NeonizeSession] = []
 
     def open_session(self, instance: str, listener: SessionListener) -> NeonizeSession:
         session = NeonizeSession(
@@ -615,11 +624,13 @@ class NeonizeEngine:
             client_factory=self._client_factory,
         )
         self.sessions[instance] = session
+        self._opened.append(session)
         return session
 
     async def close(self) -> None:
-        for session in self.sessions.values():
+        for session in self._opened:  # replaced sessions too: they may hold workers
             await session.close()
+        self._opened.clear()
         self.sessions.clear()
 
 

@@ -98,6 +98,7 @@ async def test_offline_connect_on_sqlite_fails_cleanly_every_time(
     for _ in range(3):  # the supervisor retries; each attempt fails the same clean way
         error = await connect_offline(session)
         assert error.reason is DisconnectReason.NETWORK
+        assert not error.reason.is_permanent  # the supervisor retries it on its schedule
         assert "dial" in error.detail
         assert not session.running
     assert (tmp_path / "neonize" / "sqlite-offline.sqlite3").stat().st_size > 0
