@@ -7,9 +7,9 @@ which is right for a file that holds one instance and wrong for a shared databas
 wabus therefore keeps `instance → device JID` in a table of its own beside whatsmeow's: a known
 instance resumes exactly its device, a new one pairs a new device (`new_device`).
 
-A schema per instance (`search_path`) looked simpler but does not work: whatsmeow's migration
-check finds its version table through `information_schema` without a schema filter, so the
-second instance's schema is taken as already set up.
+A schema per instance (`search_path`) looked simpler but does not work: the second instance's
+migration fails with `relation "whatsmeow_version" does not exist` — whatsmeow's check for its
+version table apparently sees the first schema's and takes the empty one as set up.
 """
 
 from __future__ import annotations
