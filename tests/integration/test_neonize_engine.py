@@ -556,3 +556,28 @@ async def test_group_reads_need_the_sender(played: Harness) -> None:
     with pytest.raises(SendError) as refused:
         await played.session.mark_read(MarkRead(chat="120363000000000001@g.us", message_ids=["A"]))
     assert (refused.value.code, refused.value.retryable) == ("sender_required", False)
+
+
+async def test_a_run_left_in_the_qr_phase_is_stopped_only_once_that_is_safe(
+    played: Harness,
+) -> None:
+    connecting = asyncio.create_task(played.session.connect())
+    await eventually(played._has_client, timeout=5.0)
+    await played.client.go_qr("2@waiting,code")
+    await connecting
+    await played.session.disconnect()
+    assert played.listener.of("close") == [(DisconnectReason.STOPPED, "disconnected by wabus")]
+    assert not played.client.stopped  # Go is in its QR loop: Stop now would crash it later
+    await played.client.go(device())  # Go reached its event loop: now Stop is safe
+
+    async def stopped() -> bool:
+        return played.client.stopped
+
+    await eventually(stopped, timeout=5.0)
+
+
+async def test_disconnect_stops_a_logged_in_client_at_once(played: Harness) -> None:
+    await played.open()
+    await played.session.disconnect()
+    assert played.client.stopped
+    assert played.listener.of("close") == [(DisconnectReason.STOPPED, "disconnected by wabus")]
