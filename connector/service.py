@@ -23,16 +23,13 @@ from wabus.settings import EngineName, Settings
 log = get_logger(__name__)
 
 
-class EngineUnavailable(RuntimeError):
-    """The configured engine cannot run in this build or on this machine."""
-
-
 def build_engine(settings: Settings) -> Engine:
     if settings.engine is EngineName.SIM:
         return SimEngine()
-    raise EngineUnavailable(
-        "WABUS_ENGINE=neonize is not available in this build yet; set WABUS_ENGINE=sim"
-    )
+    # Imported only when chosen: importing neonize loads its Go library.
+    from connector.engines.neonize import build_neonize_engine
+
+    return build_neonize_engine(settings)
 
 
 def create_health_app(settings: Settings, readiness: dict[str, bool]) -> Starlette:

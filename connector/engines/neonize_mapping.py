@@ -1,0 +1,381 @@
+"""What neonize reports, in wabus's words: pure functions from neonize's protobuf events to the
+v1 event models, and from its connection events to a `DisconnectReason`.
+
+Nothing here does I/O, so every mapping is tested with real neonize protobuf objects. neonize's
+objects are untyped to mypy (`Any`); the functions say in their docstrings which type they take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from connector.engines.neonize_lib import e2e, nz
+from connector.reasons import DisconnectReason
+from schemas.envelope import EventData
+from schemas.events import (
+    Contact,
+    Location,
+    Media,
+    MessageKind,
+    MessageReceipt,
+    MessageReceived,
+    Poll,
+    PresenceChat,
+    Reaction,
+    ReceiptStatus,
+)
+
+FIRST_QR_LIFETIME = timedelta(seconds=60)
+NEXT_QR_LIFETIME = timedelta(seconds=20)
+"""whatsmeow's QR channel shows the first code for 60 s and each refresh for 20 s."""
+
+_WRAPPERS = (
+    "ephemeralMessage",
+    "viewOnceMessage",
+    "viewOnceMessageV2",
+    "viewOnceMessageV2Extension",
+    "documentWithCaptionMessage",
+    "editedMessage",
+)
+"""Envelopes (FutureProofMessage) around the real content; whatsmeow unwraps most, not all."""
+
+_NOT_CONTENT = frozenset(
+    {
+        "senderKeyDistributionMessage",
+        "fastRatchetKeySenderKeyDistributionMessage",
+        "messageContextInfo",
+    }
+)
+"""Fields that ride along with content but are not content themselves."""
+
+_POLLS = ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3")
+
+_RECEIPT_STATUS = {
+    "DELIVERED": ReceiptStatus.DELIVERED,
+    "READ": ReceiptStatus.READ,
+    "PLAYED": ReceiptStatus.PLAYED,
+}
+"""Receipts from the other side; `*_SELF`, retries, server errors and the like are not events."""
+
+_LOGGED_OUT_FAILURES = frozenset({"LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"})
+_OUTDATED_FAILURES = frozenset({"CLIENT_OUTDATED", "BAD_USER_AGENT"})
+
+
+def from_unix(value: int) -> datetime:
+    """neonize sends message times in milliseconds and receipt times in seconds; a value past
+    1e11 cannot be seconds (that is the year 5138), so both read right."""
+    seconds = value / 1000 if value > 100_000_000_000 else value
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def jid_str(jid: Any) -> str:
+    """`user@server` of a neonize `JID`, without the device part, so a sender is one address
+    whichever of their devices wrote."""
+    user, server = str(jid.User), str(jid.Server)
+    return f"{user}@{server}" if user else server
+
+
+def device_jid_str(jid: Any) -> str:
+    """A device's JID as whatsmeow writes it (`user[.agent]:device@server`), the key of its
+    store."""
+    user, server = str(jid.User), str(jid.Server)
+    if jid.RawAgent:
+        return f"{user}.{jid.RawAgent}:{jid.Device}@{server}"
+    if jid.Device:
+        return f"{user}:{jid.Device}@{server}"
+    return f"{user}@{server}" if user else server
+
+
+def parse_device_jid(text: str) -> Any:
+    """The neonize `JID` of `device_jid_str`'s output."""
+    address, _, server = text.rpartition("@")
+    address, _, device = address.partition(":")
+    user, _, agent = address.partition(".")
+    return nz.JID(
+        User=user,
+        RawAgent=int(agent or 0),
+        Device=int(device or 0),
+        Integrator=0,
+        Server=server,
+        IsEmpty=False,
+    )
+
+
+def unwrap(message: Any) -> Any:
+    """The content of a waE2E `Message`, out of ephemeral, view-once, edit and document-with-
+    caption envelopes."""
+    for _ in range(len(_WRAPPERS)):
+        for field in _WRAPPERS:
+            if message.HasField(field) and getattr(message, field).HasField("message"):
+                message = getattr(message, field).message
+                break
+        else:
+            return message
+    return message
+
+
+def _content_fields(message: Any) -> list[str]:
+    return [field.name for field, _ in message.ListFields() if field.name not in _NOT_CONTENT]
+
+
+def _text_of(message: Any) -> str | None:
+    """The text of a text message, or the caption of media."""
+    if message.HasField("conversation"):
+        return str(message.conversation)
+    if message.HasField("extendedTextMessage"):
+        return str(message.extendedTextMessage.text)
+    for field in ("imageMessage", "videoMessage", "documentMessage"):
+        if message.HasField(field) and getattr(message, field).HasField("caption"):
+            return str(getattr(message, field).caption)
+    return None
+
+
+def _media(part: Any, **extra: Any) -> Media:
+    return Media(
+        mimetype=str(part.mimetype) or None,
+        size=int(part.fileLength) or None,
+        sha256=bytes(part.fileSHA256).hex() or None,
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class _Content:
+    kind: MessageKind
+    fields: dict[str, Any]
+    context: Any = None
+
+
+def _content(message: Any) -> _Content | None:
+    """Kind, kind-specific fields and ContextInfo of unwrapped content; None when the message
+    carries no chat content (key distribution, history sync and other protocol traffic)."""
+    present = _content_fields(message)
+    if not present:
+        return None
+    if message.HasField("protocolMessage"):
+        protocol = message.protocolMessage
+        target = {"target_message_id": str(protocol.key.ID)}
+        if protocol.type == e2e.ProtocolMessage.REVOKE:
+            return _Content(MessageKind.REVOKE, target)
+        if protocol.type == e2e.ProtocolMessage.MESSAGE_EDIT:
+            return _Content(MessageKind.EDIT, {**target, "text": _text_of(protocol.editedMessage)})
+        return None
+    if message.HasField("reactionMessage"):
+        reaction = message.reactionMessage
+        target_id = str(reaction.key.ID)
+        emoji = Reaction(target_message_id=target_id, emoji=str(reaction.text))
+        return _Content(MessageKind.REACTION, {"reaction": emoji, "target_message_id": target_id})
+    for field in _POLLS:
+        if message.HasField(field):
+            poll = getattr(message, field)
+            details = Poll(
+                question=str(poll.name),
+                options=[str(option.optionName) for option in poll.options],
+                selectable_count=int(poll.selectableOptionsCount),
+            )
+            return _Content(MessageKind.POLL, {"poll": details}, poll.contextInfo)
+    if message.HasField("imageMessage"):
+        image = message.imageMessage
+        fields: dict[str, Any] = {"media": _media(image), "text": _text_of(message)}
+        return _Content(MessageKind.IMAGE, fields, image.contextInfo)
+    for field in ("videoMessage", "ptvMessage"):
+        if message.HasField(field):
+            video = getattr(message, field)
+            media = _media(video, seconds=int(video.seconds) or None)
+            return _Content(
+                MessageKind.VIDEO, {"media": media, "text": _text_of(message)}, video.contextInfo
+            )
+    if message.HasField("audioMessage"):
+        audio = message.audioMessage
+        media = _media(audio, seconds=int(audio.seconds) or None, voice=bool(audio.PTT))
+        return _Content(MessageKind.AUDIO, {"media": media}, audio.contextInfo)
+    if message.HasField("documentMessage"):
+        document = message.documentMessage
+        media = _media(document, filename=str(document.fileName) or None)
+        return _Content(
+            MessageKind.DOCUMENT, {"media": media, "text": _text_of(message)}, document.contextInfo
+        )
+    if message.HasField("stickerMessage"):
+        sticker = message.stickerMessage
+        return _Content(MessageKind.STICKER, {"media": _media(sticker)}, sticker.contextInfo)
+    if message.HasField("locationMessage"):
+        place = message.locationMessage
+        location = Location(
+            latitude=float(place.degreesLatitude),
+            longitude=float(place.degreesLongitude),
+            name=str(place.name) or None,
+            address=str(place.address) or None,
+        )
+        return _Content(MessageKind.LOCATION, {"location": location}, place.contextInfo)
+    if message.HasField("liveLocationMessage"):
+        live = message.liveLocationMessage
+        location = Location(
+            latitude=float(live.degreesLatitude), longitude=float(live.degreesLongitude)
+        )
+        live_fields: dict[str, Any] = {"location": location, "text": str(live.caption) or None}
+        return _Content(MessageKind.LOCATION, live_fields, live.contextInfo)
+    if message.HasField("contactMessage"):
+        card = message.contactMessage
+        contact = Contact(display_name=str(card.displayName), vcard=str(card.vcard))
+        return _Content(MessageKind.CONTACT, {"contact": contact}, card.contextInfo)
+    if message.HasField("contactsArrayMessage"):
+        cards = message.contactsArrayMessage
+        # Several vCards concatenated are one valid vCard file.
+        vcard = "\n".join(str(card.vcard) for card in cards.contacts)
+        contact = Contact(display_name=str(cards.displayName), vcard=vcard)
+        return _Content(MessageKind.CONTACT, {"contact": contact}, cards.contextInfo)
+    if message.HasField("conversation"):
+        return _Content(MessageKind.TEXT, {"text": str(message.conversation)})
+    if message.HasField("extendedTextMessage"):
+        extended = message.extendedTextMessage
+        return _Content(MessageKind.TEXT, {"text": str(extended.text)}, extended.contextInfo)
+    return _Content(MessageKind.UNKNOWN, {})
+
+
+def message_received(event: Any) -> MessageReceived | None:
+    """A neonize `MessageEv` (`Neonize_pb2.Message`) as `message.received`; None for protocol
+    traffic that is not a chat message."""
+    content = _content(unwrap(event.Message))
+    if content is None:
+        return None
+    info = event.Info
+    source = info.MessageSource
+    context = content.context
+    quoted = str(context.stanzaID) if context is not None and context.stanzaID else None
+    mentions = [str(jid) for jid in context.mentionedJID] if context is not None else []
+    return MessageReceived(
+        message_id=str(info.ID),
+        chat=jid_str(source.Chat),
+        from_=jid_str(source.Sender),
+        from_me=bool(source.IsFromMe),
+        type=content.kind,
+        timestamp=from_unix(int(info.Timestamp)),
+        push_name=str(info.Pushname) or None,
+        is_group=bool(source.IsGroup),
+        quoted_message_id=quoted,
+        mentions=mentions,
+        **content.fields,
+    )
+
+
+_MEDIA_PARTS = (
+    "imageMessage",
+    "videoMessage",
+    "ptvMessage",
+    "audioMessage",
+    "documentMessage",
+    "stickerMessage",
+)
+
+
+def downloadable(event: Any) -> tuple[Any, int] | None:
+    """The unwrapped waE2E `Message` to hand to `download_any` and its announced size in bytes,
+    when the event carries media that can be fetched."""
+    message = unwrap(event.Message)
+    for field in _MEDIA_PARTS:
+        if message.HasField(field):
+            part = getattr(message, field)
+            return (message, int(part.fileLength)) if part.directPath or part.URL else None
+    return None
+
+
+def receipt(event: Any) -> MessageReceipt | None:
+    """A neonize `ReceiptEv` as `message.receipt`; None for receipts that are not the other
+    side's delivered/read/played (our own devices' reads, retries, server errors)."""
+    status = _RECEIPT_STATUS.get(nz.Receipt.ReceiptType.Name(event.Type))
+    if status is None or not event.MessageIDs:
+        return None
+    source = event.MessageSource
+    return MessageReceipt(
+        message_ids=[str(message_id) for message_id in event.MessageIDs],
+        chat=jid_str(source.Chat),
+        from_=jid_str(source.Sender) if source.Sender.User else None,
+        status=status,
+        timestamp=from_unix(int(event.Timestamp)),
+    )
+
+
+def chat_presence(event: Any) -> PresenceChat:
+    """A neonize `ChatPresenceEv` as `presence.chat` (`composing`, `recording` or `paused`)."""
+    source = event.MessageSource
+    if event.State == nz.ChatPresence.PAUSED:
+        state = "paused"
+    elif event.Media == nz.ChatPresence.AUDIO:
+        state = "recording"
+    else:
+        state = "composing"
+    return PresenceChat(chat=jid_str(source.Chat), from_=jid_str(source.Sender), state=state)
+
+
+def inbound(event: Any) -> tuple[EventData, str | None] | None:
+    """Any neonize event wabus publishes, with its source id (WhatsApp's message id, which fixes
+    the envelope id so a redelivered message is deduplicated); None for the others."""
+    if isinstance(event, nz.Message):
+        received = message_received(event)
+        return (received, received.message_id) if received is not None else None
+    if isinstance(event, nz.Receipt):
+        mapped = receipt(event)
+        return (mapped, None) if mapped is not None else None
+    if isinstance(event, nz.ChatPresence):
+        return chat_presence(event), None
+    return None
+
+
+def close_reason(event: Any) -> tuple[DisconnectReason, str] | None:
+    """Why a neonize connection event ends the connection; None for events that do not."""
+    if isinstance(event, nz.Disconnected):
+        return DisconnectReason.NETWORK, "connection dropped; whatsmeow reconnects by itself"
+    if isinstance(event, nz.LoggedOut):
+        cause = nz.ConnectFailureReason.Name(event.Reason) if event.Reason else "unlinked"
+        return DisconnectReason.LOGGED_OUT, f"logged out by WhatsApp ({cause})"
+    if isinstance(event, nz.StreamReplaced):
+        return DisconnectReason.STREAM_REPLACED, "another client opened this session"
+    if isinstance(event, nz.TemporaryBan):
+        code = nz.TemporaryBan.TempBanReason.Name(event.Code)
+        return (
+            DisconnectReason.TEMPORARY_BAN,
+            f"temporary ban ({code}), expires in {event.Expire} s",
+        )
+    if isinstance(event, nz.ClientOutdated):
+        return DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version"
+    if isinstance(event, nz.ConnectFailure):
+        name = nz.ConnectFailureReason.Name(event.Reason) if event.Reason else "UNKNOWN"
+        detail = f"connect failure {name}" + (f": {event.Message}" if event.Message else "")
+        if name in _LOGGED_OUT_FAILURES:
+            return DisconnectReason.LOGGED_OUT, detail
+        if name == "TEMP_BANNED":
+            return DisconnectReason.TEMPORARY_BAN, detail
+        if name in _OUTDATED_FAILURES:
+            return DisconnectReason.CLIENT_OUTDATED, detail
+        return DisconnectReason.CONNECT_FAILED, detail
+    if isinstance(event, nz.StreamError):
+        return DisconnectReason.UNKNOWN, f"stream error {event.Code}"
+    return None
+
+
+def connect_error_reason(error: str) -> DisconnectReason:
+    """The reason for the error a neonize connect task ended with (`NeonizeError` text)."""
+    text = error.lower()
+    if "outdated" in text or "405" in text:
+        return DisconnectReason.CLIENT_OUTDATED
+    if any(mark in text for mark in ("dial", "websocket", "timeout", "no such host", "refused")):
+        return DisconnectReason.NETWORK
+    return DisconnectReason.UNKNOWN
+
+
+def login_status_reason(status: str) -> tuple[DisconnectReason, str] | None:
+    """What an event of whatsmeow's QR channel means for the session; None for `success`."""
+    if status == "success":
+        return None
+    if status == "timeout":
+        return DisconnectReason.QR_EXHAUSTED, "nobody scanned the QR codes WhatsApp offered"
+    if status == "err-client-outdated":
+        return DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version"
+    return DisconnectReason.UNKNOWN, f"pairing ended: {status}"
+
+
+def qr_expires_at(refresh: int, now: datetime) -> datetime:
+    """When QR code number `refresh` (0 for the first) of a connection stops being valid."""
+    return now + (FIRST_QR_LIFETIME if refresh == 0 else NEXT_QR_LIFETIME)

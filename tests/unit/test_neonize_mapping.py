@@ -1,0 +1,394 @@
+"""neonize events → v1 events, driven by real neonize protobuf objects (built with their own
+constructors and passed through a serialise/parse round trip, as they arrive from Go)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from connector.engines.neonize_lib import e2e, nz, wa_common
+from connector.engines.neonize_mapping import (
+    chat_presence,
+    close_reason,
+    connect_error_reason,
+    device_jid_str,
+    downloadable,
+    from_unix,
+    inbound,
+    login_status_reason,
+    message_received,
+    parse_device_jid,
+    qr_expires_at,
+    receipt,
+)
+from connector.reasons import DisconnectReason
+from schemas.events import MessageKind, MessageReceipt, MessageReceived, ReceiptStatus
+from tests.neonize_protos import (
+    PEER,
+    SENT_AT,
+    SENT_AT_MS,
+    connect_failure,
+    from_go,
+    jid,
+    message_event,
+    presence_event,
+    receipt_event,
+)
+
+FILE_HASH = bytes(range(32))
+
+
+def received(content: Any, **options: Any) -> MessageReceived:
+    mapped = message_received(message_event(content, **options))
+    assert mapped is not None
+    return mapped
+
+
+def media_fields(**fields: Any) -> dict[str, Any]:
+    return {
+        "URL": "https://mmg.whatsapp.net/x",
+        "directPath": "/v/t62/x",
+        "mediaKey": b"k" * 32,
+        "fileSHA256": FILE_HASH,
+        "fileEncSHA256": b"e" * 32,
+        **fields,
+    }
+
+
+def test_text_message_carries_sender_chat_time_and_push_name() -> None:
+    message = received(e2e.Message(conversation="hello"))
+    assert message.type is MessageKind.TEXT
+    assert message.text == "hello"
+    assert message.message_id == "3EB0AAAABBBBCCCCDDDD01"
+    assert message.chat == f"{PEER}@s.whatsapp.net"
+    assert message.from_ == f"{PEER}@s.whatsapp.net"  # the device part is dropped
+    assert message.timestamp == SENT_AT
+    assert message.push_name == "Ana"
+    assert not message.from_me
+    assert not message.is_group
+
+
+def test_extended_text_keeps_quote_and_mentions() -> None:
+    context = e2e.ContextInfo(
+        stanzaID="3EB0QUOTED", participant=f"{PEER}@s.whatsapp.net", mentionedJID=["1555@lid"]
+    )
+    content = e2e.Message(
+        extendedTextMessage=e2e.ExtendedTextMessage(text="see @1555", contextInfo=context)
+    )
+    message = received(content)
+    assert (message.type, message.text) == (MessageKind.TEXT, "see @1555")
+    assert message.quoted_message_id == "3EB0QUOTED"
+    assert message.mentions == ["1555@lid"]
+
+
+def test_group_message_names_group_and_participant() -> None:
+    message = received(
+        e2e.Message(conversation="hi all"),
+        chat=jid("120363000000000001", "g.us"),
+        sender=jid("15550001111"),
+        from_me=True,
+        is_group=True,
+    )
+    assert message.chat == "120363000000000001@g.us"
+    assert message.from_ == "15550001111@s.whatsapp.net"
+    assert message.is_group
+    assert message.from_me
+
+
+def test_image_with_caption() -> None:
+    image = e2e.ImageMessage(
+        caption="look", mimetype="image/jpeg", fileLength=2048, **media_fields()
+    )
+    message = received(e2e.Message(imageMessage=image))
+    assert (message.type, message.text) == (MessageKind.IMAGE, "look")
+    assert message.media is not None
+    assert message.media.mimetype == "image/jpeg"
+    assert message.media.size == 2048
+    assert message.media.sha256 == FILE_HASH.hex()
+    assert message.media.id is None  # the connector names it once stored
+
+
+def test_video_and_round_video() -> None:
+    video = e2e.VideoMessage(mimetype="video/mp4", seconds=12, caption="clip", **media_fields())
+    message = received(e2e.Message(videoMessage=video))
+    assert (message.type, message.text) == (MessageKind.VIDEO, "clip")
+    assert message.media is not None
+    assert message.media.seconds == 12
+    round_video = received(e2e.Message(ptvMessage=e2e.VideoMessage(seconds=3, **media_fields())))
+    assert round_video.type is MessageKind.VIDEO
+
+
+@pytest.mark.parametrize("ptt", [True, False])
+def test_audio_and_voice_note(ptt: bool) -> None:
+    audio = e2e.AudioMessage(
+        mimetype="audio/ogg; codecs=opus", seconds=7, PTT=ptt, **media_fields()
+    )
+    message = received(e2e.Message(audioMessage=audio))
+    assert message.type is MessageKind.AUDIO
+    assert message.media is not None
+    assert (message.media.voice, message.media.seconds) == (ptt, 7)
+
+
+def test_document_with_caption_wrapper() -> None:
+    document = e2e.DocumentMessage(
+        fileName="invoice.pdf", mimetype="application/pdf", caption="March", **media_fields()
+    )
+    wrapped = e2e.Message(
+        documentWithCaptionMessage=e2e.FutureProofMessage(
+            message=e2e.Message(documentMessage=document)
+        )
+    )
+    message = received(wrapped)
+    assert (message.type, message.text) == (MessageKind.DOCUMENT, "March")
+    assert message.media is not None
+    assert message.media.filename == "invoice.pdf"
+
+
+def test_sticker() -> None:
+    sticker = e2e.StickerMessage(mimetype="image/webp", isAnimated=True, **media_fields())
+    message = received(e2e.Message(stickerMessage=sticker))
+    assert message.type is MessageKind.STICKER
+    assert message.media is not None
+    assert message.media.mimetype == "image/webp"
+
+
+def test_location_and_live_location() -> None:
+    place = e2e.LocationMessage(
+        degreesLatitude=52.52, degreesLongitude=13.405, name="Mitte", address="Berlin"
+    )
+    message = received(e2e.Message(locationMessage=place))
+    assert message.type is MessageKind.LOCATION
+    assert message.location is not None
+    assert (message.location.latitude, message.location.longitude) == (52.52, 13.405)
+    assert (message.location.name, message.location.address) == ("Mitte", "Berlin")
+    live = e2e.LiveLocationMessage(degreesLatitude=1.5, degreesLongitude=-2.25, caption="here")
+    moving = received(e2e.Message(liveLocationMessage=live))
+    assert moving.location is not None
+    assert moving.location.longitude == -2.25
+    assert moving.text == "here"
+
+
+def test_contact_and_contact_list() -> None:
+    card = "BEGIN:VCARD\nVERSION:3.0\nFN:Bo\nEND:VCARD"
+    single = received(e2e.Message(contactMessage=e2e.ContactMessage(displayName="Bo", vcard=card)))
+    assert single.type is MessageKind.CONTACT
+    assert single.contact is not None
+    assert single.contact.vcard == card
+    other = card.replace("Bo", "Cy")
+    several = e2e.ContactsArrayMessage(
+        displayName="2 contacts",
+        contacts=[e2e.ContactMessage(vcard=card), e2e.ContactMessage(vcard=other)],
+    )
+    listed = received(e2e.Message(contactsArrayMessage=several))
+    assert listed.contact is not None
+    assert listed.contact.display_name == "2 contacts"
+    assert listed.contact.vcard.count("BEGIN:VCARD") == 2
+
+
+def test_reaction_and_its_removal() -> None:
+    key = wa_common.MessageKey(remoteJID=f"{PEER}@s.whatsapp.net", fromMe=True, ID="3EB0TARGET")
+    message = received(e2e.Message(reactionMessage=e2e.ReactionMessage(key=key, text="👍")))
+    assert message.type is MessageKind.REACTION
+    assert message.reaction is not None
+    assert (message.reaction.target_message_id, message.reaction.emoji) == ("3EB0TARGET", "👍")
+    assert message.target_message_id == "3EB0TARGET"
+    removed = received(e2e.Message(reactionMessage=e2e.ReactionMessage(key=key, text="")))
+    assert removed.reaction is not None
+    assert removed.reaction.emoji == ""
+
+
+def test_poll() -> None:
+    options = [e2e.PollCreationMessage.Option(optionName=name) for name in ("tea", "coffee")]
+    poll = e2e.PollCreationMessage(name="Drink?", options=options, selectableOptionsCount=1)
+    for field in ("pollCreationMessage", "pollCreationMessageV3"):
+        message = received(e2e.Message(**{field: poll}))
+        assert message.type is MessageKind.POLL
+        assert message.poll is not None
+        assert message.poll.question == "Drink?"
+        assert message.poll.options == ["tea", "coffee"]
+        assert message.poll.selectable_count == 1
+
+
+def test_edit_names_the_edited_message_and_its_new_text() -> None:
+    edit = e2e.ProtocolMessage(
+        key=wa_common.MessageKey(ID="3EB0ORIGINAL", fromMe=False),
+        type=e2e.ProtocolMessage.MESSAGE_EDIT,
+        editedMessage=e2e.Message(conversation="fixed typo"),
+    )
+    wrapped = e2e.Message(
+        editedMessage=e2e.FutureProofMessage(message=e2e.Message(protocolMessage=edit))
+    )
+    for content in (wrapped, e2e.Message(protocolMessage=edit)):
+        message = received(content)
+        assert message.type is MessageKind.EDIT
+        assert message.target_message_id == "3EB0ORIGINAL"
+        assert message.text == "fixed typo"
+
+
+def test_revoke_names_the_deleted_message() -> None:
+    revoke = e2e.ProtocolMessage(
+        key=wa_common.MessageKey(ID="3EB0GONE"), type=e2e.ProtocolMessage.REVOKE
+    )
+    message = received(e2e.Message(protocolMessage=revoke))
+    assert message.type is MessageKind.REVOKE
+    assert message.target_message_id == "3EB0GONE"
+
+
+def test_ephemeral_and_view_once_are_unwrapped() -> None:
+    inner = e2e.Message(imageMessage=e2e.ImageMessage(caption="once", **media_fields()))
+    for field in ("ephemeralMessage", "viewOnceMessage", "viewOnceMessageV2"):
+        message = received(e2e.Message(**{field: e2e.FutureProofMessage(message=inner)}))
+        assert (message.type, message.text) == (MessageKind.IMAGE, "once")
+
+
+def test_content_wabus_does_not_model_is_unknown() -> None:
+    invite = e2e.GroupInviteMessage(groupJID="1203@g.us", inviteCode="abc", groupName="Team")
+    message = received(e2e.Message(groupInviteMessage=invite))
+    assert message.type is MessageKind.UNKNOWN
+    assert message.text is None
+
+
+def test_protocol_traffic_is_not_a_message() -> None:
+    history = e2e.ProtocolMessage(type=e2e.ProtocolMessage.HISTORY_SYNC_NOTIFICATION)
+    assert message_received(message_event(e2e.Message(protocolMessage=history))) is None
+    keys_only = e2e.Message(
+        senderKeyDistributionMessage=e2e.SenderKeyDistributionMessage(groupID="1203@g.us")
+    )
+    assert message_received(message_event(keys_only)) is None
+
+
+def test_inbound_uses_the_whatsapp_id_as_source_id() -> None:
+    mapped = inbound(message_event(e2e.Message(conversation="x"), message_id="3EB0SOURCE"))
+    assert mapped is not None
+    data, source_id = mapped
+    assert isinstance(data, MessageReceived)
+    assert source_id == "3EB0SOURCE"
+
+
+def test_downloadable_only_for_media_with_a_location() -> None:
+    image = e2e.ImageMessage(fileLength=999, **media_fields())
+    found = downloadable(message_event(e2e.Message(imageMessage=image)))
+    assert found is not None
+    message, size = found
+    assert size == 999
+    assert message.HasField("imageMessage")
+    assert downloadable(message_event(e2e.Message(conversation="x"))) is None
+    bare = e2e.Message(imageMessage=e2e.ImageMessage(caption="no path"))
+    assert downloadable(message_event(bare)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("DELIVERED", ReceiptStatus.DELIVERED),
+        ("READ", ReceiptStatus.READ),
+        ("PLAYED", ReceiptStatus.PLAYED),
+    ],
+)
+def test_receipts_from_the_other_side(kind: str, status: ReceiptStatus) -> None:
+    mapped = receipt(receipt_event(kind, ["3EB0A", "3EB0B"]))
+    assert isinstance(mapped, MessageReceipt)
+    assert mapped.status is status
+    assert mapped.message_ids == ["3EB0A", "3EB0B"]
+    assert mapped.chat == mapped.from_ == f"{PEER}@s.whatsapp.net"
+    assert mapped.timestamp == SENT_AT
+
+
+@pytest.mark.parametrize("kind", ["READ_SELF", "PLAYED_SELF", "RETRY", "SERVER_ERROR", "SENDER"])
+def test_other_receipts_are_not_events(kind: str) -> None:
+    assert receipt(receipt_event(kind, ["3EB0A"])) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "media", "expected"),
+    [
+        ("COMPOSING", "TEXT", "composing"),
+        ("COMPOSING", "AUDIO", "recording"),
+        ("PAUSED", "TEXT", "paused"),
+    ],
+)
+def test_chat_presence(state: str, media: str, expected: str) -> None:
+    event = presence_event(state, media)
+    mapped = chat_presence(event)
+    assert (mapped.state, mapped.chat) == (expected, f"{PEER}@s.whatsapp.net")
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (nz.Disconnected(status=True), DisconnectReason.NETWORK),
+        (nz.LoggedOut(OnConnect=True, Reason=2), DisconnectReason.LOGGED_OUT),
+        (nz.StreamReplaced(), DisconnectReason.STREAM_REPLACED),
+        (nz.TemporaryBan(Code=1, Expire=3600), DisconnectReason.TEMPORARY_BAN),
+        (nz.ClientOutdated(), DisconnectReason.CLIENT_OUTDATED),
+        (connect_failure("LOGGED_OUT"), DisconnectReason.LOGGED_OUT),
+        (connect_failure("MAIN_DEVICE_GONE"), DisconnectReason.LOGGED_OUT),
+        (connect_failure("TEMP_BANNED"), DisconnectReason.TEMPORARY_BAN),
+        (connect_failure("CLIENT_OUTDATED"), DisconnectReason.CLIENT_OUTDATED),
+        (connect_failure("SERVICE_UNAVAILABLE"), DisconnectReason.CONNECT_FAILED),
+        (connect_failure("GENERIC"), DisconnectReason.CONNECT_FAILED),
+        (nz.StreamError(Code="503", Raw=nz.Node(Tag="stream:error")), DisconnectReason.UNKNOWN),
+    ],
+)
+def test_connection_events_become_reasons(event: Any, reason: DisconnectReason) -> None:
+    mapped = close_reason(from_go(event))
+    assert mapped is not None
+    assert mapped[0] is reason
+    assert mapped[1]
+
+
+def test_temporary_ban_detail_says_when_it_ends() -> None:
+    mapped = close_reason(from_go(nz.TemporaryBan(Code=1, Expire=3600)))
+    assert mapped is not None
+    assert "3600" in mapped[1]
+
+
+def test_non_closing_events_have_no_reason() -> None:
+    assert close_reason(nz.Connected(status=True)) is None
+    assert close_reason(nz.KeepAliveTimeout(ErrorCount=1)) is None
+
+
+def test_connect_errors() -> None:
+    offline = (
+        "failed to dial whatsapp web websocket: failed to WebSocket dial: failed to send "
+        'handshake request: Get "https://web.whatsapp.com/ws/chat": dial tcp: lookup '
+        "web.whatsapp.com: no such host"
+    )
+    assert connect_error_reason(offline) is DisconnectReason.NETWORK
+    database = "failed to upgrade database: pq: SSL is not enabled on the server"
+    assert connect_error_reason(database) is DisconnectReason.UNKNOWN
+    assert connect_error_reason("client outdated (405)") is DisconnectReason.CLIENT_OUTDATED
+
+
+def test_qr_channel_results() -> None:
+    assert login_status_reason("success") is None
+    exhausted = login_status_reason("timeout")
+    assert exhausted is not None
+    assert exhausted[0] is DisconnectReason.QR_EXHAUSTED
+    outdated = login_status_reason("err-client-outdated")
+    assert outdated is not None
+    assert outdated[0] is DisconnectReason.CLIENT_OUTDATED
+    other = login_status_reason("err-scanned-without-multidevice")
+    assert other is not None
+    assert other[0] is DisconnectReason.UNKNOWN
+
+
+def test_qr_lifetimes_follow_whatsmeow() -> None:
+    assert qr_expires_at(0, SENT_AT) == SENT_AT + timedelta(seconds=60)
+    assert qr_expires_at(3, SENT_AT) == SENT_AT + timedelta(seconds=20)
+
+
+def test_times_in_seconds_and_milliseconds() -> None:
+    assert from_unix(SENT_AT_MS) == SENT_AT
+    assert from_unix(int(SENT_AT.timestamp())) == SENT_AT
+
+
+@pytest.mark.parametrize(
+    "text", ["15550009999:12@s.whatsapp.net", "15550009999.1:3@s.whatsapp.net", "1555@lid"]
+)
+def test_device_jids_read_back_as_written(text: str) -> None:
+    parsed = parse_device_jid(text)
+    assert device_jid_str(from_go(parsed)) == text
+    assert device_jid_str(jid("15550009999", device=12)) == "15550009999:12@s.whatsapp.net"
