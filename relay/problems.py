@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pydantic_core
+from nats.errors import Error as NatsError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -120,8 +121,20 @@ async def handle_unexpected(request: Request, error: Exception) -> Response:
     return problem_response(problem, request_id_of(request))
 
 
+async def handle_bus_error(request: Request, error: Exception) -> Response:
+    log.warning("nats call failed", path=request.url.path, error=repr(error))
+    problem = Problem(
+        503,
+        "bus_unavailable",
+        "NATS did not answer in time; retry (signed anew, with the same Idempotency-Key)",
+        headers={"Retry-After": "1"},
+    )
+    return problem_response(problem, request_id_of(request))
+
+
 EXCEPTION_HANDLERS = {
     Problem: handle_problem,
+    NatsError: handle_bus_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

@@ -9,7 +9,7 @@ signature check (the old static `x-api-key` is not accepted: a leaked header mus
 
 from __future__ import annotations
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +20,7 @@ from relay.problems import Problem
 from relay.publish import command_id_from
 from relay.routes.messages import send
 from relay.routes.status import current_qr, current_status
+from schemas.commands import normalise_recipient
 from schemas.envelope import ContractModel
 from schemas.ids import INSTANCE_ID_PATTERN
 from schemas.instances import InstanceStatus
@@ -31,6 +32,11 @@ class LegacySend(ContractModel):
     instanceId: str = Field(pattern=INSTANCE_ID_PATTERN)  # the Node wire name
     to: str
     message: str = Field(min_length=1, max_length=65536)
+
+    @field_validator("to")
+    @classmethod
+    def _recipient(cls, value: str) -> str:
+        return normalise_recipient(value)
 
 
 _SEND = TypeAdapter(LegacySend)
