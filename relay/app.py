@@ -87,10 +87,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
+            *routes_of(ENDPOINTS),
             *health_routes(_readiness),
             health_route,
             *docs_routes(ENDPOINTS),
-            *routes_of(ENDPOINTS),
             Mount("/v1", routes=V1_ROUTES),
         ],
         middleware=_middleware(settings),

@@ -33,7 +33,8 @@ async def publish_command(
     state: RelayState, instance: str, name: str, data: dict[str, Any], command_id: str
 ) -> PubAck:
     """Publish and wait for JetStream's ack: once this returns, the command is durable."""
-    envelope = Envelope[dict[str, Any]](
+    # Every part was validated already (ids, the command model): construct, don't re-validate.
+    envelope = Envelope[dict[str, Any]].model_construct(
         id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
     )
     payload = encode(envelope)

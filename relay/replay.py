@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from relay.auth import TOLERANCE_SECONDS
 from schemas.subjects import Topology
 
 WINDOW_SECONDS = 2 * TOLERANCE_SECONDS + 30
+_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class ReplayGuard:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self._kv = kv
+        self._js = js
+        self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
     async def open(cls, js: JetStreamContext, topology: Topology) -> ReplayGuard:
@@ -37,13 +41,21 @@ class ReplayGuard:
                     storage=StorageType.FILE,
                 )
             )
-        return cls(kv)
+        return cls(kv, js, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:
-        """Record `signature`; False when it was already recorded (a replay)."""
+        """Record `signature`; False when it was already recorded (a replay).
+
+        This is `KeyValue.create` without its per-call key validation and its delete-marker
+        fallback (a key of this bucket is never deleted, only expired by the bucket's max age,
+        which removes it outright): one JetStream publish that the server refuses when the
+        subject already holds a message — on the hot path of every signed request.
+        """
         key = signature.removeprefix("v1=")
         try:
-            await self._kv.create(key, b"")
-        except KeyWrongLastSequenceError:
-            return False
+            await self._js.publish(self._subject_prefix + key, b"", headers=_CREATE_ONLY)
+        except APIError as error:
+            if error.err_code in _WRONG_LAST_SEQUENCE:
+                return False
+            raise
         return True

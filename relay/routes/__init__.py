@@ -11,10 +11,10 @@ from relay.endpoints import Endpoint
 from relay.routes import chats, instances, legacy, media, messages, session, status
 
 ENDPOINTS: list[Endpoint] = [
+    *messages.endpoints,  # first: the hot path is matched before any other route
     *instances.endpoints,
     *status.endpoints,
     *session.endpoints,
-    *messages.endpoints,
     *chats.endpoints,
     *media.endpoints,
     *legacy.endpoints,

@@ -19,10 +19,7 @@ from relay.waits import wait_for_value
 from schemas.commands import SEND_COMMAND, SendMessage, parse_send
 from schemas.ids import is_command_id
 from schemas.instances import SendRecord, SendState, send_record_key
-from wabus.logs import get_logger
 from wabus.settings import Settings
-
-log = get_logger(__name__)
 
 _FINAL = {SendState.SENT.value, SendState.FAILED.value}
 
@@ -50,7 +47,6 @@ async def send(
     ack = await publish_command(
         state, instance, SEND_COMMAND, message.model_dump(mode="json"), command_id
     )
-    log.info("send accepted", instance=instance, command_id=command_id, duplicate=ack.duplicate)
     answer = SendAnswer(command_id=command_id, status="accepted", duplicate=bool(ack.duplicate))
     if wait <= 0:
         return 202, answer
