@@ -15,8 +15,7 @@ from starlette.routing import Mount
 
 from relay.buckets import open_bucket
 from relay.endpoints import routes_of
-from relay.middleware.request_id import RequestIdMiddleware
-from relay.middleware.security_headers import SecurityHeadersMiddleware
+from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
 from relay.ratelimit import RateLimiter
 from relay.replay import ReplayGuard
@@ -54,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         nc = await connect(settings, "wabus-relay")
         js = nc.jetstream()
         await ensure_streams(js, settings)
-        replay = await ReplayGuard.open(js, settings.topology)
+        replay = await ReplayGuard.open(nc, js, settings.topology)
         topology = settings.topology
         state = RelayState(
             settings,
@@ -101,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def _middleware(settings: Settings) -> list[Middleware]:
     """Outermost first: the request id covers everything, CORS answers preflights itself."""
-    stack = [Middleware(RequestIdMiddleware), Middleware(SecurityHeadersMiddleware)]
+    stack = [Middleware(HygieneMiddleware)]
     if settings.cors_origins:
         stack.append(
             Middleware(

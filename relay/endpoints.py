@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -123,7 +124,13 @@ class Endpoint:
         query = self._query(request)
         return await self.handler(Call(request, state, body, key, query))
 
+    @cached_property
+    def _default_query(self) -> Any:
+        return None if self.query is None else self.query()
+
     def _query(self, request: Request) -> Any:
+        if not request.scope["query_string"]:
+            return self._default_query  # the common case, without parsing anything
         params = dict(request.query_params)
         if self.signed and NONCE in params and not _NONCE.fullmatch(params.pop(NONCE)):
             raise Problem(422, "invalid_query", "nonce is 1-64 of A-Za-z0-9_-")

@@ -6,6 +6,8 @@ it as is; these add only what HTTP needs (secrets shown once, waiting, answers).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Literal
 
@@ -44,8 +46,14 @@ class WebhookEndpointIn(ContractModel):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("whsec_") or len(value) < 30):
-            raise ValueError("a Standard Webhooks secret: `whsec_` then base64 (24+ bytes)")
+        if value is None:
+            return value
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not value.startswith("whsec_") or len(key) < 24:
+            raise ValueError("a Standard Webhooks secret: `whsec_` then base64 of 24+ bytes")
         return value
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from nats.errors import MaxPayloadError
-from nats.js.api import PubAck
 from starlette.requests import Request
 
+from relay.jetstream import publish_acked
 from relay.problems import Problem
 from relay.state import RelayState
 from schemas.envelope import Envelope, encode, utc_now
@@ -31,8 +31,9 @@ def command_id_from(request: Request) -> str:
 
 async def publish_command(
     state: RelayState, instance: str, name: str, data: dict[str, Any], command_id: str
-) -> PubAck:
-    """Publish and wait for JetStream's ack: once this returns, the command is durable."""
+) -> bool:
+    """Publish and wait for JetStream's ack: once this returns, the command is durable.
+    True when JetStream recognised the command id as a duplicate (an idempotent retry)."""
     # Every part was validated already (ids, the command model): construct, don't re-validate.
     envelope = Envelope[dict[str, Any]].model_construct(
         id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
@@ -47,10 +48,12 @@ async def publish_command(
             f"{limit}; send media by `url`, or raise max_payload on the server",
         )
     try:
-        return await state.js.publish(
+        _, duplicate = await publish_acked(
+            state.nc,
             state.settings.topology.command(instance, name),
             payload,
-            headers={"Nats-Msg-Id": command_id},
+            {"Nats-Msg-Id": command_id},
         )
     except MaxPayloadError as error:
         raise Problem(413, "command_too_large", str(error)) from error
+    return duplicate

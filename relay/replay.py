@@ -8,12 +8,14 @@ fails the timestamp check anyway, so forgetting it then is safe.
 
 from __future__ import annotations
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from relay.auth import TOLERANCE_SECONDS
+from relay.jetstream import publish_acked
 from schemas.subjects import Topology
 
 WINDOW_SECONDS = 2 * TOLERANCE_SECONDS + 30
@@ -22,13 +24,13 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class ReplayGuard:
-    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
+    def __init__(self, kv: KeyValue, nc: NATS, bucket: str) -> None:
         self._kv = kv
-        self._js = js
+        self._nc = nc
         self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
-    async def open(cls, js: JetStreamContext, topology: Topology) -> ReplayGuard:
+    async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> ReplayGuard:
         try:
             kv = await js.key_value(topology.replay_bucket)
         except BucketNotFoundError:
@@ -41,7 +43,7 @@ class ReplayGuard:
                     storage=StorageType.FILE,
                 )
             )
-        return cls(kv, js, topology.replay_bucket)
+        return cls(kv, nc, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:
         """Record `signature`; False when it was already recorded (a replay).
@@ -53,7 +55,7 @@ class ReplayGuard:
         """
         key = signature.removeprefix("v1=")
         try:
-            await self._js.publish(self._subject_prefix + key, b"", headers=_CREATE_ONLY)
+            await publish_acked(self._nc, self._subject_prefix + key, b"", _CREATE_ONLY)
         except APIError as error:
             if error.err_code in _WRONG_LAST_SEQUENCE:
                 return False

@@ -19,10 +19,10 @@ def _command(name: str, model: Any) -> Any:
     async def handle(call: Call) -> Response:
         command_id = command_id_from(call.request)
         data = call.parse(adapter)
-        ack = await publish_command(
+        duplicate = await publish_command(
             call.state, call.instance, name, data.model_dump(mode="json"), command_id
         )
-        answer = CommandAccepted(command_id=command_id, duplicate=bool(ack.duplicate))
+        answer = CommandAccepted(command_id=command_id, duplicate=duplicate)
         return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
     return handle

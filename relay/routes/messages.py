@@ -13,7 +13,7 @@ from relay.endpoints import Call, Endpoint, Reply
 from relay.models import SendAnswer, WaitQuery
 from relay.problems import Problem, invalid_body, parse_json
 from relay.publish import command_id_from, publish_command
-from relay.routes.common import _get
+from relay.routes.common import get_entry
 from relay.state import RelayState
 from relay.waits import wait_for_value
 from schemas.commands import SEND_COMMAND, SendMessage, parse_send
@@ -44,10 +44,10 @@ async def send(
         message = parse_send(data)
     except ValidationError as error:
         raise invalid_body(error) from error
-    ack = await publish_command(
+    duplicate = await publish_command(
         state, instance, SEND_COMMAND, message.model_dump(mode="json"), command_id
     )
-    answer = SendAnswer(command_id=command_id, status="accepted", duplicate=bool(ack.duplicate))
+    answer = SendAnswer(command_id=command_id, status="accepted", duplicate=duplicate)
     if wait <= 0:
         return 202, answer
     key = send_record_key(instance, command_id)
@@ -81,7 +81,7 @@ async def get_send(call: Call) -> Response:
     command_id = call.param("command_id")
     if not is_command_id(command_id):
         raise Problem(404, "unknown_send", "command ids match ^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
-    found = await _get(call.state.sends, send_record_key(call.instance, command_id))
+    found = await get_entry(call.state.sends, send_record_key(call.instance, command_id))
     if found is None:
         raise Problem(
             404,

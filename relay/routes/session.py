@@ -54,10 +54,10 @@ async def request_pair_code(call: Call) -> Response:
 async def logout(call: Call) -> Response:
     command_id = command_id_from(call.request)
     data = call.parse(_LOGOUT) if call.body else Logout()
-    ack = await publish_command(
+    duplicate = await publish_command(
         call.state, call.instance, LOGOUT_COMMAND, data.model_dump(mode="json"), command_id
     )
-    answer = CommandAccepted(command_id=command_id, duplicate=bool(ack.duplicate))
+    answer = CommandAccepted(command_id=command_id, duplicate=duplicate)
     return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
 

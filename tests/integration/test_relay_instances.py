@@ -37,7 +37,7 @@ async def test_create_writes_the_config_bucket_and_shows_secrets_once(
         "id": "acme",
         "webhooks": [
             {"url": "https://example.com/hook", "events": ["message.*"]},
-            {"id": "audit", "url": "https://example.com/audit", "secret": "whsec_" + "A" * 32},
+            {"id": "audit", "url": "https://example.com/audit", "secret": "whsec_" + "A" * 40},
         ],
     }
     created = await signed(url, "POST", "/v1/instances", given)
@@ -50,7 +50,7 @@ async def test_create_writes_the_config_bucket_and_shows_secrets_once(
     assert generated["events"] == ["message.*"]
     assert audit == {
         "id": "audit", "url": "https://example.com/audit", "events": ["*"],
-        "secret": "whsec_" + "A" * 32,
+        "secret": "whsec_" + "A" * 40,
     }  # fmt: skip
     Webhook(generated["secret"])  # a secret the official library accepts
 
@@ -58,7 +58,7 @@ async def test_create_writes_the_config_bucket_and_shows_secrets_once(
     assert config.desired_state == "running"
     assert [(e.id, e.url, e.events, e.secret) for e in config.webhooks] == [
         (generated["id"], "https://example.com/hook", ["message.*"], generated["secret"]),
-        ("audit", "https://example.com/audit", ["*"], "whsec_" + "A" * 32),
+        ("audit", "https://example.com/audit", ["*"], "whsec_" + "A" * 40),
     ]
 
     shown = (await signed(url, "GET", "/v1/instances/acme")).json()
