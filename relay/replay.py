@@ -12,7 +12,6 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, BucketNotFoundError
-from nats.js.kv import KeyValue
 
 from relay.auth import TOLERANCE_SECONDS
 from relay.jetstream import publish_acked
@@ -24,17 +23,16 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class ReplayGuard:
-    def __init__(self, kv: KeyValue, nc: NATS, bucket: str) -> None:
-        self._kv = kv
+    def __init__(self, nc: NATS, bucket: str) -> None:
         self._nc = nc
         self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
     async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> ReplayGuard:
         try:
-            kv = await js.key_value(topology.replay_bucket)
+            await js.key_value(topology.replay_bucket)
         except BucketNotFoundError:
-            kv = await js.create_key_value(
+            await js.create_key_value(
                 KeyValueConfig(
                     bucket=topology.replay_bucket,
                     description="Signatures of accepted relay requests (replay protection)",
@@ -43,7 +41,7 @@ class ReplayGuard:
                     storage=StorageType.FILE,
                 )
             )
-        return cls(kv, nc, topology.replay_bucket)
+        return cls(nc, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:
         """Record `signature`; False when it was already recorded (a replay).

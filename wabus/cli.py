@@ -83,7 +83,8 @@ def _client_config() -> tuple[str, str, str]:
         raise typer.BadParameter(
             "set WABUS_RELAY_URL and WABUS_API_KEYS, or start `wabus dev` here"
         )
-    key_id, _, secret = api_key.partition(":")
+    head, _, secret = api_key.partition(":")
+    key_id = head.partition("@")[0]  # `id@instance|…:secret`: the scope is not part of the id
     return url, key_id, secret
 
 
