@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from relay.app import create_app
 from relay.routes import ENDPOINTS
 from tests.relay_helpers import commands_stored, last_command, signed, write_status
 from tests.support import running
+from wabus.embedded import EmbeddedNats
 from wabus.settings import Settings
 
 ORIGIN = "https://admin.example.com"
@@ -149,3 +151,25 @@ async def test_legacy_node_routes_map_onto_v1(url: str, nc: NATS, settings: Sett
 async def test_unsigned_routes_stay_open(url: str) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/health"):
         assert (await get(url + path)).status_code == 200, path
+
+
+async def test_nats_going_away_answers_503_not_500(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("relay.jetstream.ACK_TIMEOUT_SECONDS", 0.5)
+    server = EmbeddedNats(tmp_path / "own-nats").start()
+    try:
+        own = settings.model_copy(update={"nats_url": server.url})
+        async with running(create_app(own)) as base:
+            healthy = await signed(base, "POST", "/v1/instances/acme/presence",
+                                   {"chat": "5511999999999", "state": "paused"})  # fmt: skip
+            assert healthy.status_code == 202
+            server.stop()
+            down = await signed(base, "POST", "/v1/instances/acme/presence",
+                                {"chat": "5511999999999", "state": "paused"})  # fmt: skip
+            assert down.status_code == 503
+            assert down.json()["code"] == "bus_unavailable"
+            assert down.headers["retry-after"] == "1"
+            assert "Traceback" not in down.text
+    finally:
+        server.stop()
