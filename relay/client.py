@@ -106,6 +106,23 @@ class RelayClient:
         result: dict[str, Any] = await self._json("GET", f"/v1/instances/{instance}")
         return result
 
+    async def update_instance(self, instance: str, *, desired_state: str) -> dict[str, Any]:
+        """Start (`running`) or stop (`stopped`) an instance's session."""
+        result: dict[str, Any] = await self._json(
+            "PATCH", f"/v1/instances/{instance}", {"desired_state": desired_state}
+        )
+        return result
+
+    async def add_webhook(self, instance: str, webhook: dict[str, Any]) -> dict[str, Any]:
+        """Add `{"url", "events"?, "id"?, "secret"?}`; the answer holds its secret (only here)."""
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/instances/{instance}/webhooks", webhook
+        )
+        return result
+
+    async def delete_webhook(self, instance: str, webhook_id: str) -> None:
+        await self._json("DELETE", f"/v1/instances/{instance}/webhooks/{webhook_id}")
+
     async def delete_instance(self, instance: str) -> None:
         await self._json("DELETE", f"/v1/instances/{instance}")
 

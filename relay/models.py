@@ -65,6 +65,12 @@ class InstanceCreate(ContractModel):
     webhooks: list[WebhookEndpointIn] = Field(default_factory=list, max_length=16)
 
 
+class InstanceUpdate(ContractModel):
+    """Change what the connector should do with an instance (start or stop its session)."""
+
+    desired_state: Literal["running", "stopped"]
+
+
 class WebhookEndpointView(BaseModel):
     """A webhook endpoint as the API shows it: the secret only in the creation answer."""
 

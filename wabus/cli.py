@@ -202,6 +202,18 @@ def instances_get(instance: str) -> None:
     _print(_call_relay(lambda c: c.get_instance(instance)))
 
 
+@instances_app.command("start")
+def instances_start(instance: str) -> None:
+    """Set an instance's desired state to running (the connector starts its session)."""
+    _print(_call_relay(lambda c: c.update_instance(instance, desired_state="running")))
+
+
+@instances_app.command("stop")
+def instances_stop(instance: str) -> None:
+    """Set an instance's desired state to stopped (the connector stops its session)."""
+    _print(_call_relay(lambda c: c.update_instance(instance, desired_state="stopped")))
+
+
 @instances_app.command("delete")
 def instances_delete(instance: str) -> None:
     """Delete an instance (the connector stops its session)."""

@@ -12,6 +12,7 @@ from relay.endpoints import Call, Endpoint, Reply
 from relay.models import (
     InstanceCreate,
     InstanceList,
+    InstanceUpdate,
     InstanceView,
     WebhookEndpointIn,
     WebhookEndpointView,
@@ -27,6 +28,9 @@ from wabus.ssrf import BlockedTarget, check_url
 log = get_logger(__name__)
 
 _CREATE = TypeAdapter(InstanceCreate)
+_UPDATE = TypeAdapter(InstanceUpdate)
+_WEBHOOK = TypeAdapter(WebhookEndpointIn)
+MAX_WEBHOOKS = 16
 
 
 def _endpoint(given: WebhookEndpointIn, index: int, call: Call) -> WebhookEndpoint:
@@ -106,6 +110,56 @@ async def get_instance(call: Call) -> Response:
     return _json(view(config).model_copy(update={"status": status}))
 
 
+async def _replace(call: Call, config: InstanceConfig, revision: int) -> None:
+    """Write `config` over `revision`; 409 when someone changed the instance meanwhile."""
+    try:
+        await call.state.config.update(config.id, config.model_dump_json().encode(), last=revision)
+    except KeyWrongLastSequenceError as error:
+        raise Problem(
+            409, "instance_changed", "the instance changed meanwhile; read it and try again"
+        ) from error
+
+
+async def update_instance(call: Call) -> Response:
+    change: InstanceUpdate = call.parse(_UPDATE)
+    config, revision = await load_config(call.state, call.instance)
+    config = config.model_copy(
+        update={"desired_state": change.desired_state, "updated_at": utc_now()}
+    )
+    await _replace(call, config, revision)
+    log.info("instance updated", instance=call.instance, desired_state=change.desired_state)
+    return _json(view(config))
+
+
+async def add_webhook(call: Call) -> Response:
+    given: WebhookEndpointIn = call.parse(_WEBHOOK)
+    config, revision = await load_config(call.state, call.instance)
+    endpoint = _endpoint(given, 0, call)
+    if any(existing.id == endpoint.id for existing in config.webhooks):
+        raise Problem(409, "duplicate_webhook_id", f"webhook {endpoint.id!r} already exists")
+    if len(config.webhooks) >= MAX_WEBHOOKS:
+        raise Problem(409, "too_many_webhooks", f"an instance has at most {MAX_WEBHOOKS}")
+    config = config.model_copy(
+        update={"webhooks": [*config.webhooks, endpoint], "updated_at": utc_now()}
+    )
+    await _replace(call, config, revision)
+    log.info("webhook added", instance=call.instance, webhook=endpoint.id)
+    view_with_secret = WebhookEndpointView.of(endpoint, with_secret=True)
+    return JSONResponse(view_with_secret.model_dump(mode="json"), status_code=201)
+
+
+async def delete_webhook(call: Call) -> Response:
+    webhook_id = call.param("webhook_id")
+    config, revision = await load_config(call.state, call.instance)
+    remaining = [e for e in config.webhooks if e.id != webhook_id]
+    if len(remaining) == len(config.webhooks):
+        raise Problem(404, "unknown_webhook", f"no webhook {webhook_id!r} on {call.instance!r}")
+    config = config.model_copy(update={"webhooks": remaining, "updated_at": utc_now()})
+    await _replace(call, config, revision)
+    log.info("webhook deleted", instance=call.instance, webhook=webhook_id)
+    return Response(status_code=204)
+
+
 async def delete_instance(call: Call) -> Response:
     _, revision = await load_config(call.state, call.instance)
     try:
@@ -137,7 +191,26 @@ endpoints = [
         "An instance's configuration and status", TAG, {200: Reply("The instance.", InstanceView)},
     ),
     Endpoint(
+        "PATCH", "/v1/instances/{instance}", update_instance, "updateInstance",
+        "Start or stop an instance's session (`desired_state`)", TAG,
+        {200: Reply("The instance.", InstanceView),
+         409: Reply("`instance_changed`: changed meanwhile; read it and retry.")},
+        body=InstanceUpdate,
+    ),
+    Endpoint(
         "DELETE", "/v1/instances/{instance}", delete_instance, "deleteInstance",
         "Delete an instance (the connector stops its session)", TAG, {204: Reply("Deleted.")},
+    ),
+    Endpoint(
+        "POST", "/v1/instances/{instance}/webhooks", add_webhook, "addWebhook",
+        "Add a webhook endpoint to an instance", TAG,
+        {201: Reply("Added; its secret appears in this answer only.", WebhookEndpointView),
+         409: Reply("`duplicate_webhook_id`, `too_many_webhooks` or `instance_changed`.")},
+        body=WebhookEndpointIn,
+    ),
+    Endpoint(
+        "DELETE", "/v1/instances/{instance}/webhooks/{webhook_id}", delete_webhook,
+        "deleteWebhook", "Remove a webhook endpoint from an instance", TAG,
+        {204: Reply("Removed."), 404: Reply("`unknown_webhook`.")},
     ),
 ]  # fmt: skip

@@ -99,13 +99,14 @@ async def test_every_signed_route_refuses_an_unsigned_request(url: str) -> None:
                     continue
                 concrete = path.replace("{instance}", "acme").replace("{command_id}", "c1")
                 concrete = concrete.replace("{media_id}", "med_" + "0" * 32)
+                concrete = concrete.replace("{webhook_id}", "crm")
                 response = await http.request(method.upper(), url + concrete)
                 assert (response.status_code, response.json()["code"]) == (
                     401,
                     "missing_signature",
                 ), (method, path)
                 checked += 1
-    assert checked >= 18
+    assert checked == 21
 
 
 async def test_a_replay_is_refused_by_the_same_and_by_a_second_replica(
@@ -161,6 +162,8 @@ async def test_a_key_scoped_to_other_instances_is_refused(
         ("GET", "/v1/instances/other/status", None),
         ("GET", "/v1/instances/other/qr.png", None),
         ("DELETE", "/v1/instances/other", None),
+        ("PATCH", "/v1/instances/other", {"desired_state": "stopped"}),
+        ("POST", "/v1/instances/other/webhooks", {"url": "https://x.example.com"}),
         ("POST", "/v1/instances/other/logout", None),
         ("POST", "/v1/instances", {"id": "other"}),
         ("POST", "/api/send", {"instanceId": "other", "to": "5511999999999", "message": "x"}),

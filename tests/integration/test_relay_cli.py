@@ -71,6 +71,8 @@ async def test_instances_status_qr_send_and_delete(
     assert command["id"] == json.loads(out)["command_id"]
     assert command["data"]["text"] == "hi from cli"
 
+    code, out, _ = await wabus(url, tmp_path, "instances", "stop", "acme")
+    assert (code, json.loads(out)["desired_state"]) == (0, "stopped")
     code, out, _ = await wabus(url, tmp_path, "instances", "delete", "acme")
     assert (code, out.strip()) == (0, "deleted acme")
     code, _, err = await wabus(url, tmp_path, "status", "acme")

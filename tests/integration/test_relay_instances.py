@@ -12,7 +12,9 @@ from nats.aio.client import Client as NATS
 from standardwebhooks import Webhook
 
 from relay.app import create_app
+from relay.client import RelayClient, RelayError
 from schemas.instances import InstanceConfig
+from tests.conftest import API_KEY_ID, API_SECRET
 from tests.relay_helpers import commands_stored, signed, store_media, write_status
 from tests.support import running
 from wabus.settings import Settings
@@ -209,3 +211,38 @@ async def test_media_is_served_by_id_with_its_mimetype(
     for bad in ("med_0123", "nothing", media_id.upper(), media_id + "0"):
         response = await signed(url, "GET", f"/v1/instances/acme/media/{bad}")
         assert response.status_code == 404
+
+
+async def test_update_state_and_manage_webhooks(url: str, nc: NATS, settings: Settings) -> None:
+    async with RelayClient(url, API_KEY_ID, API_SECRET) as client:
+        await client.create_instance("acme")
+        stopped = await client.update_instance("acme", desired_state="stopped")
+        assert stopped["desired_state"] == "stopped"
+        assert (await stored_config(nc, settings, "acme")).desired_state == "stopped"
+
+        added = await client.add_webhook(
+            "acme", {"id": "crm", "url": "https://crm.example.com/wa", "events": ["message.*"]}
+        )
+        assert added["secret"].startswith("whsec_")
+        config = await stored_config(nc, settings, "acme")
+        assert [(e.id, e.secret) for e in config.webhooks] == [("crm", added["secret"])]
+        shown = await client.get_instance("acme")
+        assert shown["webhooks"] == [
+            {"id": "crm", "url": "https://crm.example.com/wa", "events": ["message.*"],
+             "secret": None}
+        ]  # fmt: skip
+        with pytest.raises(RelayError) as duplicate:
+            await client.add_webhook("acme", {"id": "crm", "url": "https://x.example.com"})
+        assert (duplicate.value.status, duplicate.value.code) == (409, "duplicate_webhook_id")
+
+        await client.delete_webhook("acme", "crm")
+        assert (await stored_config(nc, settings, "acme")).webhooks == []
+        with pytest.raises(RelayError) as missing:
+            await client.delete_webhook("acme", "crm")
+        assert (missing.value.status, missing.value.code) == (404, "unknown_webhook")
+        with pytest.raises(RelayError) as bad:
+            await client.update_instance("acme", desired_state="paused")
+        assert bad.value.code == "invalid_body"
+        with pytest.raises(RelayError) as unknown:
+            await client.update_instance("nobody", desired_state="running")
+        assert unknown.value.code == "unknown_instance"
