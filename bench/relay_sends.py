@@ -282,7 +282,7 @@ def _report(name: str, result: Result, seconds: float) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "sends_per_second": round(result.accepted / seconds),
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "p99_ms": round(_percentile(latencies, 0.99), 2) if latencies else None,
         "max_ms": round(max(latencies), 2) if latencies else None,
     }
     print(json.dumps(summary), flush=True)
