@@ -8,12 +8,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount
 
+from relay.buckets import open_bucket
+from relay.endpoints import routes_of
+from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
+from relay.ratelimit import RateLimiter
 from relay.replay import ReplayGuard
-from relay.routes import V1_ROUTES
+from relay.routes import ENDPOINTS, V1_ROUTES
+from relay.routes.docs import docs_routes
+from relay.routes.legacy import health_route
 from relay.state import RelayState
 from relay.webhooks.signature import WebhookSecret
 from relay.webhooks.worker import WebhookWorker
@@ -45,8 +53,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         nc = await connect(settings, "wabus-relay")
         js = nc.jetstream()
         await ensure_streams(js, settings)
-        replay = await ReplayGuard.open(js, settings.topology)
-        state = RelayState(settings, settings.keys, nc, js, replay)
+        replay = await ReplayGuard.open(nc, js, settings.topology)
+        topology = settings.topology
+        state = RelayState(
+            settings,
+            settings.keys,
+            nc,
+            js,
+            replay,
+            RateLimiter(settings.rate_limit, settings.rate_burst),
+            config=await open_bucket(js, topology.config_bucket, "Instance configuration"),
+            status=await open_bucket(js, topology.status_bucket, "Instance status"),
+            sends=await open_bucket(js, topology.sends_bucket, "Send records"),
+        )
         stop = asyncio.Event()
         worker_task = None
         if settings.webhook_url and settings.webhook_secret:
@@ -66,7 +85,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await nc.drain()
 
     return Starlette(
-        routes=[*health_routes(_readiness), Mount("/v1", routes=V1_ROUTES)],
+        routes=[
+            *routes_of(ENDPOINTS),
+            *health_routes(_readiness),
+            health_route,
+            *docs_routes(ENDPOINTS),
+            Mount("/v1", routes=V1_ROUTES),
+        ],
+        middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first: the request id covers everything, CORS answers preflights itself."""
+    stack = [Middleware(HygieneMiddleware)]
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=[
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "X-Request-Id",
+                    "X-Wabus-Key-Id",
+                    "X-Wabus-Timestamp",
+                    "X-Wabus-Signature",
+                ],
+                expose_headers=["X-Request-Id", "Retry-After"],
+                max_age=600,
+            )
+        )
+    return stack

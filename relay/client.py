@@ -1,12 +1,20 @@
-"""A small Python client for the relay's signed API (used by the `wabus` CLI and the tests)."""
+"""A small Python client for the relay's signed API (used by the `wabus` CLI and the tests).
+
+Every request is signed with a fresh timestamp and a random `nonce` query parameter, so two
+identical calls in the same second never collide as a replay. Command calls take an
+`idempotency_key`: retrying with the same key (the client signs each attempt anew) can never
+create a second command.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -16,11 +24,12 @@ from relay.auth import sign_request
 class RelayError(Exception):
     """The relay answered with a problem; `code` is its stable error code."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, request_id: str | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
+        self.request_id = request_id
 
 
 def signed_headers(
@@ -53,12 +62,18 @@ class RelayClient:
     async def request(
         self,
         method: str,
-        target: str,
+        path: str,
         payload: Any = None,
         *,
+        query: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        nonce: bool = True,
     ) -> httpx.Response:
-        """Send a signed request; `target` is the path with its query string."""
+        """Send a signed request; `query` is encoded into the signed target."""
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if nonce:
+            params["nonce"] = secrets.token_urlsafe(12)
+        target = path + ("?" + urlencode(params) if params else "")
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = signed_headers(self._key_id, self._secret, method, target, body, self._clock())
         if body:
@@ -67,16 +82,130 @@ class RelayClient:
             headers["Idempotency-Key"] = idempotency_key
         return await self._http.request(method, target, content=body, headers=headers)
 
+    async def _json(self, method: str, path: str, payload: Any = None, **options: Any) -> Any:
+        return _json_or_raise(await self.request(method, path, payload, **options))
+
+    # instances
+    async def create_instance(
+        self,
+        instance: str,
+        *,
+        webhooks: list[dict[str, Any]] | None = None,
+        desired_state: str = "running",
+    ) -> dict[str, Any]:
+        """Create an instance; the answer holds each webhook's secret (shown only here)."""
+        payload = {"id": instance, "desired_state": desired_state, "webhooks": webhooks or []}
+        result: dict[str, Any] = await self._json("POST", "/v1/instances", payload)
+        return result
+
+    async def list_instances(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._json("GET", "/v1/instances"))["instances"]
+        return result
+
+    async def get_instance(self, instance: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/v1/instances/{instance}")
+        return result
+
+    async def update_instance(self, instance: str, *, desired_state: str) -> dict[str, Any]:
+        """Start (`running`) or stop (`stopped`) an instance's session."""
+        result: dict[str, Any] = await self._json(
+            "PATCH", f"/v1/instances/{instance}", {"desired_state": desired_state}
+        )
+        return result
+
+    async def add_webhook(self, instance: str, webhook: dict[str, Any]) -> dict[str, Any]:
+        """Add `{"url", "events"?, "id"?, "secret"?}`; the answer holds its secret (only here)."""
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/instances/{instance}/webhooks", webhook
+        )
+        return result
+
+    async def delete_webhook(self, instance: str, webhook_id: str) -> None:
+        await self._json("DELETE", f"/v1/instances/{instance}/webhooks/{webhook_id}")
+
+    async def delete_instance(self, instance: str) -> None:
+        await self._json("DELETE", f"/v1/instances/{instance}")
+
+    async def status(self, instance: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/v1/instances/{instance}/status")
+        return result
+
+    async def qr(self, instance: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/v1/instances/{instance}/qr")
+        return result
+
+    async def qr_image(self, instance: str, kind: str = "png", scale: int = 8) -> bytes:
+        """The QR rendered as `png` or `svg`."""
+        response = await self.request(
+            "GET", f"/v1/instances/{instance}/qr.{kind}", query={"scale": scale}
+        )
+        _raise_for_problem(response)
+        return response.content
+
+    async def pair(self, instance: str, phone: str, *, wait: float | None = None) -> dict[str, Any]:
+        """Ask for a phone pairing code; `status` is `ready` with `pair_code` when it came in
+        time (10 s by default)."""
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/instances/{instance}/pair", {"phone": phone}, query={"wait": wait}
+        )
+        return result
+
+    async def logout(self, instance: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("POST", f"/v1/instances/{instance}/logout")
+        return result
+
+    # messages
+    async def send(
+        self,
+        instance: str,
+        message: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> dict[str, Any]:
+        """Send any kind (`{"to", "text"}`, `{"type": "image", "to", "url"}`, …); with `wait`,
+        up to that many seconds for WhatsApp's answer."""
+        result: dict[str, Any] = await self._json(
+            "POST",
+            f"/v1/instances/{instance}/messages",
+            message,
+            query={"wait": wait},
+            idempotency_key=idempotency_key,
+        )
+        return result
+
     async def send_text(
         self, instance: str, to: str, text: str, *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        response = await self.request(
-            "POST",
-            f"/v1/instances/{instance}/messages",
-            {"to": to, "text": text},
-            idempotency_key=idempotency_key,
+        return await self.send(instance, {"to": to, "text": text}, idempotency_key=idempotency_key)
+
+    async def send_status(self, instance: str, command_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            "GET", f"/v1/instances/{instance}/messages/{command_id}"
         )
-        return _json_or_raise(response)
+        return result
+
+    async def mark_read(
+        self, instance: str, chat: str, message_ids: list[str], sender: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"chat": chat, "message_ids": message_ids}
+        if sender:
+            payload["sender"] = sender
+        result: dict[str, Any] = await self._json("POST", f"/v1/instances/{instance}/read", payload)
+        return result
+
+    async def presence(self, instance: str, chat: str, state: str) -> dict[str, Any]:
+        """`state` is `composing`, `recording` or `paused`."""
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/instances/{instance}/presence", {"chat": chat, "state": state}
+        )
+        return result
+
+    async def media(self, instance: str, media_id: str) -> tuple[bytes, str]:
+        """Inbound media bytes and mimetype."""
+        response = await self.request("GET", f"/v1/instances/{instance}/media/{media_id}")
+        _raise_for_problem(response)
+        return response.content, response.headers.get("content-type", "")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -93,8 +222,20 @@ class RelayClient:
         await self.aclose()
 
 
-def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
-    body: dict[str, Any] = response.json() if response.content else {}
+def _raise_for_problem(response: httpx.Response) -> None:
     if response.is_error:
-        raise RelayError(response.status_code, body.get("code", "error"), body.get("detail", ""))
-    return body
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        raise RelayError(
+            response.status_code,
+            body.get("code", "error"),
+            body.get("detail", response.text[:200]),
+            response.headers.get("x-request-id"),
+        )
+
+
+def _json_or_raise(response: httpx.Response) -> Any:
+    _raise_for_problem(response)
+    return response.json() if response.content else None

@@ -8,27 +8,31 @@ fails the timestamp check anyway, so forgetting it then is safe.
 
 from __future__ import annotations
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.errors import APIError, BucketNotFoundError
 
 from relay.auth import TOLERANCE_SECONDS
+from relay.jetstream import publish_acked
 from schemas.subjects import Topology
 
 WINDOW_SECONDS = 2 * TOLERANCE_SECONDS + 30
+_CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class ReplayGuard:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    def __init__(self, nc: NATS, bucket: str) -> None:
+        self._nc = nc
+        self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
-    async def open(cls, js: JetStreamContext, topology: Topology) -> ReplayGuard:
+    async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> ReplayGuard:
         try:
-            kv = await js.key_value(topology.replay_bucket)
+            await js.key_value(topology.replay_bucket)
         except BucketNotFoundError:
-            kv = await js.create_key_value(
+            await js.create_key_value(
                 KeyValueConfig(
                     bucket=topology.replay_bucket,
                     description="Signatures of accepted relay requests (replay protection)",
@@ -37,13 +41,21 @@ class ReplayGuard:
                     storage=StorageType.FILE,
                 )
             )
-        return cls(kv)
+        return cls(nc, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:
-        """Record `signature`; False when it was already recorded (a replay)."""
+        """Record `signature`; False when it was already recorded (a replay).
+
+        This is `KeyValue.create` without its per-call key validation and its delete-marker
+        fallback (a key of this bucket is never deleted, only expired by the bucket's max age,
+        which removes it outright): one JetStream publish that the server refuses when the
+        subject already holds a message — on the hot path of every signed request.
+        """
         key = signature.removeprefix("v1=")
         try:
-            await self._kv.create(key, b"")
-        except KeyWrongLastSequenceError:
-            return False
+            await publish_acked(self._nc, self._subject_prefix + key, b"", _CREATE_ONLY)
+        except APIError as error:
+            if error.err_code in _WRONG_LAST_SEQUENCE:
+                return False
+            raise
         return True

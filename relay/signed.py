@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from relay.auth import AuthError, verify_request
 from relay.problems import Problem
-from relay.state import relay_state
+from relay.state import RelayState, relay_state
 from wabus.settings import ApiKey
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
@@ -36,16 +36,31 @@ def request_target(request: Request) -> str:
     return (target + b"?" + query if query else target).decode("latin-1")
 
 
-async def authenticate(request: Request) -> tuple[bytes, ApiKey]:
-    """Verify the request's signature and freshness; returns the body and the key that signed it."""
-    state = relay_state(request)
-    body = await read_body(request, state.settings.max_body_bytes)
+async def authenticate(
+    request: Request, state: RelayState | None = None, limit: int | None = None
+) -> tuple[bytes, ApiKey]:
+    """Verify size, signature, freshness, replay and the key's rate; returns body and key.
+
+    `limit` defaults to `WABUS_MAX_BODY_BYTES`. Routes declared as `Endpoint`s get this called
+    for them; a plain Starlette route calls it first thing.
+    """
+    state = state or relay_state(request)
+    body = await read_body(request, state.settings.max_body_bytes if limit is None else limit)
+    now = time.time()
     try:
         verified = verify_request(
-            state.keys, request.headers, request.method, request_target(request), body, time.time()
+            state.keys, request.headers, request.method, request_target(request), body, now
         )
     except AuthError as error:
         raise Problem(401, error.code, error.detail, headers=UNAUTHORIZED_HEADERS) from error
+    wait = state.limiter.take(verified.key.key_id, time.monotonic())
+    if wait:
+        raise Problem(
+            429,
+            "rate_limited",
+            f"key {verified.key.key_id!r} is over its rate limit; retry after {wait:.2f}s",
+            headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+        )
     if not await state.replay.first_seen(verified.signature):
         raise Problem(
             401, "replayed_request", "this signature was already used", headers=UNAUTHORIZED_HEADERS

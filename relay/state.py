@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from starlette.requests import Request
 
+from relay.ratelimit import RateLimiter
 from relay.replay import ReplayGuard
 from wabus.settings import ApiKey, Settings
 
@@ -19,6 +21,13 @@ class RelayState:
     nc: NATS
     js: JetStreamContext
     replay: ReplayGuard
+    limiter: RateLimiter
+    config: KeyValue
+    """Instance configurations (the relay writes them; the connector watches)."""
+    status: KeyValue
+    """Instance status (the connector writes it)."""
+    sends: KeyValue
+    """Send records (the connector writes them)."""
 
 
 def relay_state(request: Request) -> RelayState:

@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import secrets
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,13 +17,18 @@ from wabus.logs import configure_logging
 from wabus.serve import run_until_signal
 from wabus.settings import LogFormat, Settings
 
+if TYPE_CHECKING:
+    from relay.client import RelayClient
+
 app = typer.Typer(help="wabus: WhatsApp connector plus webhook bus.", no_args_is_help=True)
 keys_app = typer.Typer(help="Credentials for the relay API and webhooks.", no_args_is_help=True)
 sim_app = typer.Typer(
     help="Drive the sim engine (a stand-in for the WhatsApp network).", no_args_is_help=True
 )
+instances_app = typer.Typer(help="Create, list, show and delete instances.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(sim_app, name="sim")
+app.add_typer(instances_app, name="instances")
 
 
 @app.command()
@@ -88,8 +95,30 @@ def _client_config() -> tuple[str, str, str]:
         raise typer.BadParameter(
             "set WABUS_RELAY_URL and WABUS_API_KEYS, or start `wabus dev` here"
         )
-    key_id, _, secret = api_key.partition(":")
+    head, _, secret = api_key.partition(":")
+    key_id = head.partition("@")[0]  # `id@instance|…:secret`: the scope is not part of the id
     return url, key_id, secret
+
+
+def _call_relay(call: Callable[[RelayClient], Awaitable[Any]]) -> Any:
+    """Run one API call with the configured relay and key; a refusal exits 1 with its code."""
+    from relay.client import RelayClient, RelayError
+
+    url, key_id, secret = _client_config()
+
+    async def go() -> Any:
+        async with RelayClient(url, key_id, secret) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(go())
+    except RelayError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+def _print(result: Any) -> None:
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 @app.command()
@@ -98,21 +127,110 @@ def send(
     to: Annotated[str, typer.Argument(help="Phone number (digits) or JID.")],
     text: str,
     idempotency_key: Annotated[str | None, typer.Option(help="Makes retries safe.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for WhatsApp's answer.")] = 0,
 ) -> None:
     """Send a text message through the relay."""
-    from relay.client import RelayClient, RelayError
+    message = {"to": to, "text": text}
+    typer.echo(
+        json.dumps(
+            _call_relay(
+                lambda c: c.send(instance, message, idempotency_key=idempotency_key, wait=wait)
+            )
+        )
+    )
 
-    url, key_id, secret = _client_config()
 
-    async def go() -> dict[str, object]:
-        async with RelayClient(url, key_id, secret) as client:
-            return await client.send_text(instance, to, text, idempotency_key=idempotency_key)
+@app.command()
+def status(instance: str) -> None:
+    """Show an instance's session state (open, qr, closed, ...), phone and reason."""
+    _print(_call_relay(lambda c: c.status(instance)))
 
-    try:
-        typer.echo(json.dumps(asyncio.run(go())))
-    except RelayError as error:
-        typer.echo(f"refused: {error}", err=True)
-        raise typer.Exit(1) from error
+
+@app.command()
+def qr(
+    instance: str,
+    png: Annotated[Path | None, typer.Option(help="Write the QR as a PNG file.")] = None,
+    svg: Annotated[Path | None, typer.Option(help="Write the QR as an SVG file.")] = None,
+) -> None:
+    """Show the QR to scan (WhatsApp > Linked devices) in the terminal, or write it to a file."""
+    if png or svg:
+        kind, path = ("png", png) if png else ("svg", svg)
+        assert path is not None
+        path.write_bytes(_call_relay(lambda c: c.qr_image(instance, kind)))
+        typer.echo(f"wrote {path}")
+        return
+    import segno
+
+    answer = _call_relay(lambda c: c.qr(instance))
+    segno.make_qr(answer["qr"], error="l").terminal(compact=True)
+    typer.echo(f"expires at {answer['expires_at']}")
+
+
+@app.command()
+def pair(
+    instance: str,
+    phone: Annotated[str, typer.Argument(help="The phone number to link, international.")],
+) -> None:
+    """Ask for a pairing code to type on the phone (instead of scanning the QR)."""
+    answer = _call_relay(lambda c: c.pair(instance, phone))
+    if answer.get("pair_code"):
+        typer.echo(f"pairing code: {answer['pair_code']}")
+    else:
+        typer.echo("requested; no code yet — run `wabus status` again in a moment")
+
+
+@app.command()
+def logout(instance: str) -> None:
+    """Log the instance's device out of WhatsApp (it must be paired again)."""
+    _print(_call_relay(lambda c: c.logout(instance)))
+
+
+@instances_app.command("create")
+def instances_create(
+    instance: str,
+    webhook: Annotated[
+        list[str] | None, typer.Option(help="A per-instance webhook URL (repeatable).")
+    ] = None,
+    events: Annotated[
+        str, typer.Option(help="Comma-separated event filter for those webhooks.")
+    ] = "*",
+    stopped: Annotated[bool, typer.Option(help="Create it without starting a session.")] = False,
+) -> None:
+    """Create an instance; prints each webhook's secret (shown only this once)."""
+    hooks = [{"url": url, "events": events.split(",")} for url in webhook or []]
+    state = "stopped" if stopped else "running"
+    _print(_call_relay(lambda c: c.create_instance(instance, webhooks=hooks, desired_state=state)))
+
+
+@instances_app.command("list")
+def instances_list() -> None:
+    """List the instances the key may see."""
+    _print(_call_relay(lambda c: c.list_instances()))
+
+
+@instances_app.command("get")
+def instances_get(instance: str) -> None:
+    """Show an instance's configuration and status."""
+    _print(_call_relay(lambda c: c.get_instance(instance)))
+
+
+@instances_app.command("start")
+def instances_start(instance: str) -> None:
+    """Set an instance's desired state to running (the connector starts its session)."""
+    _print(_call_relay(lambda c: c.update_instance(instance, desired_state="running")))
+
+
+@instances_app.command("stop")
+def instances_stop(instance: str) -> None:
+    """Set an instance's desired state to stopped (the connector stops its session)."""
+    _print(_call_relay(lambda c: c.update_instance(instance, desired_state="stopped")))
+
+
+@instances_app.command("delete")
+def instances_delete(instance: str) -> None:
+    """Delete an instance (the connector stops its session)."""
+    _call_relay(lambda c: c.delete_instance(instance))
+    typer.echo(f"deleted {instance}")
 
 
 def _nats_target() -> tuple[str, Settings]:

@@ -7,6 +7,7 @@ is what an operator needs when a deployment is misconfigured.
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -36,27 +37,60 @@ def _split(value: object) -> object:
 
 
 class ApiKey:
-    """One relay API key; the secret never appears in a repr or a log line."""
+    """One relay API key, optionally scoped to instances; the secret never appears in a repr.
 
-    __slots__ = ("key_id", "secret")
+    `scopes` is empty for a key that may act on every instance, else the instance ids (or
+    `prefix*` patterns) it may act on.
+    """
 
-    def __init__(self, key_id: str, secret: str) -> None:
+    __slots__ = ("key_id", "scopes", "secret")
+
+    def __init__(self, key_id: str, secret: str, scopes: tuple[str, ...] = ()) -> None:
         self.key_id = key_id
         self.secret = secret.encode()
+        self.scopes = scopes
+
+    def allows(self, instance: str) -> bool:
+        """True when this key may act on `instance`."""
+        if not self.scopes:
+            return True
+        return any(
+            instance.startswith(scope[:-1]) if scope.endswith("*") else instance == scope
+            for scope in self.scopes
+        )
 
     def __repr__(self) -> str:
-        return f"ApiKey({self.key_id!r}, secret=***)"
+        return f"ApiKey({self.key_id!r}, secret=***, scopes={self.scopes!r})"
+
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SCOPE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]{0,62}|[a-z0-9_-]{0,62}\*)$")
 
 
 def parse_api_keys(entries: list[str]) -> dict[str, ApiKey]:
+    """Parse `WABUS_API_KEYS` entries: `id:secret` (every instance) or
+    `id@inst1|inst2|pre*:secret` (only those instances; `*` ends a prefix pattern).
+
+    The scope rides on the key id, not the secret, so every `id:secret` entry keeps its meaning.
+    """
     keys: dict[str, ApiKey] = {}
     for entry in entries:
-        key_id, sep, secret = entry.partition(":")
-        if not sep or not key_id or len(secret) < 16:
+        head, sep, secret = entry.partition(":")
+        key_id, at, scope_list = head.partition("@")
+        scopes = tuple(scope_list.split("|")) if at else ()
+        if not sep or not _KEY_ID.fullmatch(key_id) or len(secret) < 16:
             raise ValueError(
-                "WABUS_API_KEYS entries are `id:secret` with a secret of 16+ characters"
+                "WABUS_API_KEYS entries are `id:secret` or `id@instance|prefix*:secret`, "
+                "with an id of letters, digits and _.- and a secret of 16+ characters"
             )
-        keys[key_id] = ApiKey(key_id, secret)
+        if at and not all(_SCOPE.fullmatch(scope) for scope in scopes):
+            raise ValueError(
+                f"WABUS_API_KEYS: key {key_id!r} has a scope that is not an instance id "
+                "or a `prefix*` pattern"
+            )
+        if key_id in keys:
+            raise ValueError(f"WABUS_API_KEYS: key id {key_id!r} appears twice")
+        keys[key_id] = ApiKey(key_id, secret, scopes)
     return keys
 
 
@@ -95,9 +129,25 @@ class Settings(BaseSettings):
     # deployment (infra): 3 on a three-node JetStream cluster, so streams survive a node loss
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="WABUS_STREAM_REPLICAS")
 
+    # relay API (issue 4): limits, CORS, waits
+    max_send_body_bytes: int = Field(
+        default=23 << 20, gt=0, validation_alias="WABUS_MAX_SEND_BODY_BYTES"
+    )
+    rate_limit: float = Field(default=200.0, ge=0, validation_alias="WABUS_RATE_LIMIT")
+    rate_burst: int = Field(default=400, ge=1, validation_alias="WABUS_RATE_BURST")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="WABUS_CORS_ORIGINS"
+    )
+    max_wait_seconds: float = Field(default=30.0, gt=0, le=120, validation_alias="WABUS_MAX_WAIT")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
         return _split(value)
 
     @field_validator("webhook_retry_schedule", mode="before")

@@ -1,7 +1,23 @@
-"""The `/v1` routes, one module per resource."""
+"""The relay's routes: signed API endpoints declared as data (`ENDPOINTS`, which also make the
+OpenAPI document), the legacy Node API, and the unsigned documentation routes.
+
+`V1_ROUTES` holds plain Starlette routes mounted under `/v1` (the deliveries routes of the
+webhook area); everything else is an `Endpoint`.
+"""
 
 from starlette.routing import BaseRoute
 
-from relay.routes import messages
+from relay.endpoints import Endpoint
+from relay.routes import chats, instances, legacy, media, messages, session, status
 
-V1_ROUTES: list[BaseRoute] = [*messages.routes]
+ENDPOINTS: list[Endpoint] = [
+    *messages.endpoints,  # first: the hot path is matched before any other route
+    *instances.endpoints,
+    *status.endpoints,
+    *session.endpoints,
+    *chats.endpoints,
+    *media.endpoints,
+    *legacy.endpoints,
+]
+
+V1_ROUTES: list[BaseRoute] = []

@@ -1,77 +1,115 @@
-"""`POST /v1/instances/{instance}/messages`: a signed send becomes a command on `WA_COMMANDS`."""
+"""Sends: `POST /v1/instances/{instance}/messages` queues a send command on `WA_COMMANDS`
+(optionally waiting for WhatsApp's answer), and `GET …/messages/{command_id}` reads its record.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from relay.endpoints import Call, Endpoint, Reply
+from relay.models import SendAnswer, WaitQuery
 from relay.problems import Problem, invalid_body, parse_json
-from relay.signed import authenticate
-from relay.state import relay_state
-from schemas.commands import SEND_COMMAND, parse_send
-from schemas.envelope import Envelope, encode, utc_now
-from schemas.ids import is_command_id, is_instance_id, new_command_id
-from wabus.logs import get_logger
+from relay.publish import command_id_from, publish_command
+from relay.routes.common import get_entry
+from relay.state import RelayState
+from relay.waits import wait_for_value
+from schemas.commands import SEND_COMMAND, SendMessage, parse_send
+from schemas.ids import is_command_id
+from schemas.instances import SendRecord, SendState, send_record_key
+from wabus.settings import Settings
 
-log = get_logger(__name__)
-
-
-def instance_param(request: Request) -> str:
-    instance: str = request.path_params["instance"]
-    if not is_instance_id(instance):
-        raise Problem(404, "unknown_instance", "instance ids match ^[a-z0-9][a-z0-9_-]{0,62}$")
-    return instance
+_FINAL = {SendState.SENT.value, SendState.FAILED.value}
 
 
-def command_id_from(request: Request) -> str:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return new_command_id()
-    if not is_command_id(key):
-        raise Problem(
-            400,
-            "invalid_idempotency_key",
-            "Idempotency-Key is 1-128 letters, digits and _.=- (starting alphanumeric)",
-        )
-    return key
-
-
-async def send_message(request: Request) -> Response:
-    body, key = await authenticate(request)
-    instance = instance_param(request)
-    command_id = command_id_from(request)
+def _final(value: bytes) -> bool:
     try:
-        message = parse_send(parse_json(body))
+        return SendRecord.model_validate_json(value).state.value in _FINAL
+    except ValidationError:
+        return False
+
+
+def send_body_limit(settings: Settings) -> int:
+    """Sends may carry media inline as base64, so they get a larger limit than other routes."""
+    return settings.max_send_body_bytes
+
+
+async def send(
+    state: RelayState, instance: str, data: Any, command_id: str, wait: float
+) -> tuple[int, SendAnswer]:
+    """Validate, publish and (when `wait`) watch the send record; the HTTP status and answer."""
+    try:
+        message = parse_send(data)
     except ValidationError as error:
         raise invalid_body(error) from error
-    state = relay_state(request)
-    envelope = Envelope[dict[str, Any]](
-        id=command_id,
-        type=SEND_COMMAND,
-        instance=instance,
-        timestamp=utc_now(),
-        data=message.model_dump(mode="json"),
+    duplicate = await publish_command(
+        state, instance, SEND_COMMAND, message.model_dump(mode="json"), command_id
     )
-    ack = await state.js.publish(
-        state.settings.topology.command(instance, SEND_COMMAND),
-        encode(envelope),
-        headers={"Nats-Msg-Id": command_id},
+    answer = SendAnswer(command_id=command_id, status="accepted", duplicate=duplicate)
+    if wait <= 0:
+        return 202, answer
+    key = send_record_key(instance, command_id)
+    value = await wait_for_value(
+        state.sends, key, _final, min(wait, state.settings.max_wait_seconds)
     )
-    log.info(
-        "send accepted",
-        instance=instance,
-        command_id=command_id,
-        key_id=key.key_id,
-        duplicate=ack.duplicate,
+    if value is None:
+        return 202, answer
+    record = SendRecord.model_validate_json(value)
+    answer = answer.model_copy(
+        update={
+            "status": record.state.value if record.state is not SendState.QUEUED else "accepted",
+            "message_id": record.message_id,
+            "chat": record.chat,
+            "error_code": record.error_code,
+            "error": record.error,
+        }
     )
-    return JSONResponse(
-        {"command_id": command_id, "status": "accepted", "duplicate": bool(ack.duplicate)},
-        status_code=202,
-    )
+    return (200 if record.state.value in _FINAL else 202), answer
 
 
-routes = [Route("/instances/{instance}/messages", send_message, methods=["POST"])]
+async def send_message(call: Call) -> Response:
+    command_id = command_id_from(call.request)
+    status, answer = await send(
+        call.state, call.instance, parse_json(call.body), command_id, call.query.wait
+    )
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+
+async def get_send(call: Call) -> Response:
+    command_id = call.param("command_id")
+    if not is_command_id(command_id):
+        raise Problem(404, "unknown_send", "command ids match ^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
+    found = await get_entry(call.state.sends, send_record_key(call.instance, command_id))
+    if found is None:
+        raise Problem(
+            404,
+            "unknown_send",
+            f"no record of send {command_id!r}: still queued (the connector has not picked it "
+            "up), or unknown, or expired",
+        )
+    return JSONResponse(SendRecord.model_validate_json(found[0]).model_dump(mode="json"))
+
+
+TAG = "messages"
+endpoints = [
+    Endpoint(
+        "POST", "/v1/instances/{instance}/messages", send_message, "sendMessage",
+        "Send a message of any kind", TAG,
+        {
+            200: Reply("`wait` saw WhatsApp's answer: `sent` or `failed`.", SendAnswer),
+            202: Reply("Queued (also when `wait` ran out): the result arrives as a "
+                       "`message.sent` / `message.failed` webhook.", SendAnswer),
+            413: Reply("`body_too_large` or `command_too_large` (send media by `url`)."),
+        },
+        body=SendMessage, query=WaitQuery, body_limit=send_body_limit,
+        headers=("Idempotency-Key",),
+    ),
+    Endpoint(
+        "GET", "/v1/instances/{instance}/messages/{command_id}", get_send, "getSend",
+        "The fate of a send, by command id", TAG,
+        {200: Reply("The send record.", SendRecord),
+         404: Reply("`unknown_send`: not picked up yet, unknown, or expired.")},
+    ),
+]  # fmt: skip

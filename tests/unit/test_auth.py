@@ -87,3 +87,45 @@ def test_a_key_cannot_sign_for_another_key_id() -> None:
 
 def test_secrets_do_not_show_in_reprs() -> None:
     assert SECRET not in repr(KEYS)
+
+
+def test_api_key_entries_with_and_without_instance_scopes() -> None:
+    from wabus.settings import parse_api_keys
+
+    keys = parse_api_keys(
+        ["admin:" + "a" * 20, "tenant@acme|beta-*:" + "b" * 20, "colon:" + "c:" * 10]
+    )
+    assert keys["admin"].scopes == ()
+    assert keys["admin"].allows("anything")
+    assert keys["tenant"].scopes == ("acme", "beta-*")
+    assert keys["tenant"].secret == b"b" * 20
+    assert keys["tenant"].allows("acme")
+    assert keys["tenant"].allows("beta-7")
+    assert not keys["tenant"].allows("acme2")
+    assert not keys["tenant"].allows("other")
+    assert keys["colon"].secret == b"c:" * 10  # a secret may contain colons, as before
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "nosecret",
+        "id:short",
+        "@acme:" + "x" * 20,
+        "id@:" + "x" * 20,
+        "id@Bad.Scope:" + "x" * 20,
+        "bad id:" + "x" * 20,
+    ],
+)
+def test_malformed_api_key_entries_are_refused(entry: str) -> None:
+    from wabus.settings import parse_api_keys
+
+    with pytest.raises(ValueError, match="WABUS_API_KEYS"):
+        parse_api_keys([entry])
+
+
+def test_duplicate_key_ids_are_refused() -> None:
+    from wabus.settings import parse_api_keys
+
+    with pytest.raises(ValueError, match="twice"):
+        parse_api_keys(["k:" + "x" * 20, "k:" + "y" * 20])

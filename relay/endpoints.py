@@ -1,0 +1,152 @@
+"""Routes declared once as data: the same `Endpoint` list builds the Starlette routes and the
+OpenAPI document, so the documentation cannot drift from what the relay enforces.
+
+Every signed endpoint runs the same gate before its handler: body size, signature, rate limit,
+replay record, then the instance id and the key's scope, then the query. A handler only ever
+sees an authenticated, authorised request whose query already validated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relay.problems import Problem, invalid_body, parse_json
+from relay.signed import authenticate
+from relay.state import RelayState, relay_state
+from schemas.ids import is_instance_id
+from wabus.settings import ApiKey, Settings
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+NONCE = "nonce"
+"""A query parameter every signed route accepts and ignores: it makes two otherwise identical
+requests within one second differ, so the second is not refused as a replay."""
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented answer of an endpoint."""
+
+    description: str
+    model: Any = None
+    """A pydantic model or type for a JSON body; None for no body or a non-JSON one."""
+    media_type: str = "application/json"
+
+
+@dataclass
+class Call:
+    """An authenticated request as a handler sees it."""
+
+    request: Request
+    state: RelayState
+    body: bytes
+    key: ApiKey | None
+    query: Any
+
+    @property
+    def instance(self) -> str:
+        """The path's instance id, already validated and within the key's scope."""
+        value: str = self.request.path_params["instance"]
+        return value
+
+    def param(self, name: str) -> str:
+        value: str = self.request.path_params[name]
+        return value
+
+    def parse(self, adapter: TypeAdapter[Any]) -> Any:
+        """The JSON body validated by `adapter`; 422 naming the fields otherwise."""
+        try:
+            return adapter.validate_python(parse_json(self.body))
+        except ValidationError as error:
+            raise invalid_body(error) from error
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+def default_limit(settings: Settings) -> int:
+    return settings.max_body_bytes
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    replies: Mapping[int, Reply]
+    body: Any = None
+    """The request body's type (documented, and the handler validates with it)."""
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    signed: bool = True
+    body_limit: Callable[[Settings], int] = default_limit
+    description: str = ""
+    deprecated: bool = False
+    headers: tuple[str, ...] = ()
+    """Optional request headers the endpoint reads (documented): e.g. `Idempotency-Key`."""
+
+    @property
+    def path_params(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
+
+    def route(self) -> Route:
+        return Route(self.path, self._serve, methods=[self.method], name=self.operation_id)
+
+    async def _serve(self, request: Request) -> Response:
+        state = relay_state(request)
+        body, key = b"", None
+        if self.signed:
+            body, key = await authenticate(request, state, self.body_limit(state.settings))
+        if "instance" in request.path_params:
+            instance = request.path_params["instance"]
+            if not is_instance_id(instance):
+                raise Problem(
+                    404, "unknown_instance", "instance ids match ^[a-z0-9][a-z0-9_-]{0,62}$"
+                )
+            if key is not None and not key.allows(instance):
+                raise Problem(
+                    403,
+                    "instance_forbidden",
+                    f"key {key.key_id!r} is not scoped to instance {instance!r}",
+                )
+        query = self._query(request)
+        return await self.handler(Call(request, state, body, key, query))
+
+    @cached_property
+    def _default_query(self) -> Any:
+        return None if self.query is None else self.query()
+
+    def _query(self, request: Request) -> Any:
+        if not request.scope["query_string"]:
+            return self._default_query  # the common case, without parsing anything
+        params = dict(request.query_params)
+        if self.signed and NONCE in params and not _NONCE.fullmatch(params.pop(NONCE)):
+            raise Problem(422, "invalid_query", "nonce is 1-64 of A-Za-z0-9_-")
+        if self.query is None:
+            if params:
+                raise Problem(
+                    422,
+                    "invalid_query",
+                    f"this route takes no query parameters (got {sorted(params)})",
+                )
+            return None
+        try:
+            return self.query.model_validate(params)
+        except ValidationError as error:
+            raise invalid_body(error, "invalid_query") from error
+
+
+def routes_of(endpoints: list[Endpoint]) -> list[Route]:
+    return [endpoint.route() for endpoint in endpoints]

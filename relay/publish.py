@@ -1,0 +1,59 @@
+"""Publishing a command to `WA_COMMANDS`: the envelope, its `Nats-Msg-Id`, and the checks that
+turn bus trouble into a clear 4xx/503 instead of a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.errors import MaxPayloadError
+from starlette.requests import Request
+
+from relay.jetstream import publish_acked
+from relay.problems import Problem
+from relay.state import RelayState
+from schemas.envelope import Envelope, encode, utc_now
+from schemas.ids import is_command_id, new_command_id
+
+
+def command_id_from(request: Request) -> str:
+    """The `Idempotency-Key` when given (it becomes the command id), else a new id."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return new_command_id()
+    if not is_command_id(key):
+        raise Problem(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key is 1-128 letters, digits and _.=- (starting alphanumeric)",
+        )
+    return key
+
+
+async def publish_command(
+    state: RelayState, instance: str, name: str, data: dict[str, Any], command_id: str
+) -> bool:
+    """Publish and wait for JetStream's ack: once this returns, the command is durable.
+    True when JetStream recognised the command id as a duplicate (an idempotent retry)."""
+    # Every part was validated already (ids, the command model): construct, don't re-validate.
+    envelope = Envelope[dict[str, Any]].model_construct(
+        id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
+    )
+    payload = encode(envelope)
+    limit = state.nc.max_payload
+    if len(payload) > limit:
+        raise Problem(
+            413,
+            "command_too_large",
+            f"the command is {len(payload)} bytes, over the NATS server's max_payload of "
+            f"{limit}; send media by `url`, or raise max_payload on the server",
+        )
+    try:
+        _, duplicate = await publish_acked(
+            state.nc,
+            state.settings.topology.command(instance, name),
+            payload,
+            {"Nats-Msg-Id": command_id},
+        )
+    except MaxPayloadError as error:
+        raise Problem(413, "command_too_large", str(error)) from error
+    return duplicate
