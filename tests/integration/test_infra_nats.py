@@ -200,7 +200,7 @@ async def test_each_user_may_do_only_its_part(single_node: Node) -> None:
         await reader.flush()
         ack = await connector.jetstream().publish("wa.evt.acme.presence.chat", b'{"n": 1}')
         assert ack.stream == "WA_EVENTS"
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), 15)
         assert seen == [b'{"n": 1}']
         assert (await relay.jetstream().publish("wa.cmd.acme.send", b"{}")).stream == "WA_COMMANDS"
 
