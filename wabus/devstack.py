@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from connector.service import run_connector
+from connector.service import ensure_dev_instance, run_connector
 from relay.app import create_app
 from relay.webhooks.signature import new_secret
 from wabus.embedded import EmbeddedNats, free_port
@@ -25,6 +25,7 @@ from wabus.serve import serve_app
 from wabus.settings import EngineName, Settings
 
 DEV_FILE = "dev.json"
+DEV_INSTANCE = "default"
 LOOPBACK = "127.0.0.1"
 
 
@@ -121,6 +122,7 @@ async def run_dev(env: Settings, ports: DevPorts, stop: asyncio.Event) -> None:
     save_dev_state(data_dir, state)
     use_inspector = not env.webhook_url
     try:
+        await ensure_dev_instance(connector, DEV_INSTANCE)
         async with asyncio.TaskGroup() as tasks:
             if use_inspector:
                 inspector_app = create_inspector_app(relay.webhook_secret.get_secret_value())  # type: ignore[union-attr]
