@@ -195,11 +195,23 @@ class SessionSupervisor:
                 log.info("stale session report dropped", report=type(report).__name__)
                 return
             try:
-                async with self._lock:
-                    await self._apply(report, qr=qr, pair=pair, account=account)
+                # Shielded: the engine task that reports may be cancelled by the very transition
+                # it reports (a session torn down after `qr_exhausted`); the event must still go.
+                await asyncio.shield(self._apply_locked(report, qr=qr, pair=pair, account=account))
             except Exception:
                 ERRORS.labels("supervisor").inc()
                 log.exception("session report could not be applied", report=type(report).__name__)
+
+    async def _apply_locked(
+        self,
+        report: Report,
+        *,
+        qr: tuple[str, datetime] | None = None,
+        pair: tuple[str, str] | None = None,
+        account: Account | None = None,
+    ) -> None:
+        async with self._lock:
+            await self._apply(report, qr=qr, pair=pair, account=account)
 
     async def _apply(
         self,
@@ -223,12 +235,12 @@ class SessionSupervisor:
             self._pair = pair
         elif after.state not in (SessionState.PAIRING, SessionState.QR):
             self._pair = None
-        self._set(after)
         now = utc_now()
-        await self._board.put(self._status(now))
+        await self._board.put(self._status(after, now))
         event = self._event(after, now)
         if event is not None:
             await self._emit(self.instance, event)
+        self._set(after)  # only now may the run loop act on it (tear down, reconnect)
         log.info(
             "session state",
             state=after.state.value,
@@ -245,8 +257,7 @@ class SessionSupervisor:
         self.lifecycle = after
         self._changed.set()
 
-    def _status(self, now: datetime) -> InstanceStatus:
-        current = self.lifecycle
+    def _status(self, current: Lifecycle, now: datetime) -> InstanceStatus:
         account = self._account
         return InstanceStatus(
             instance=self.instance,
@@ -333,8 +344,7 @@ class SessionSupervisor:
             async with self._lock:
                 self._set(Lifecycle(SessionState.STOPPED, DisconnectReason.STOPPED, why))
                 with contextlib.suppress(Exception):
-                    now = utc_now()
-                    await self._board.put(self._status(now))
+                    await self._board.put(self._status(self.lifecycle, utc_now()))
                     await self._emit(
                         self.instance,
                         ConnectionClose(
