@@ -58,7 +58,6 @@ log = get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 CONSUMER = "connector"
-ACK_WAIT = 30.0
 OPEN_WAIT = 20.0
 """How long a command waits for its session to (re)open before it is handed back to the stream."""
 
@@ -100,8 +99,10 @@ class CommandConsumer:
         emit: EmitEvent,
         ledger: SendLedger,
         pacing: Pacing,
+        ack_wait: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
+        self._ack_wait = ack_wait
         self._js = js
         self._topology = topology
         self._instances = instances
@@ -146,7 +147,7 @@ class CommandConsumer:
             durable=CONSUMER,
             stream=self._topology.commands_stream,
             config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT, max_ack_pending=1024
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ack_wait, max_ack_pending=1024
             ),
         )
         log.info("consuming commands", stream=self._topology.commands_stream)
@@ -197,7 +198,7 @@ class CommandConsumer:
         while they wait for their turn."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ACK_WAIT / 3)
+                await asyncio.wait_for(stop.wait(), self._ack_wait / 3)
             for lane in self._lanes.values():
                 for message in list(lane.waiting.values()):
                     with contextlib.suppress(Exception):

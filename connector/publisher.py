@@ -14,17 +14,11 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 
-from nats.errors import (
-    ConnectionClosedError,
-    ConnectionReconnectingError,
-    NoRespondersError,
-    OutboundBufferLimitError,
-    StaleConnectionError,
-)
-from nats.errors import TimeoutError as NatsTimeoutError
+import nats.errors
+from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import BadRequestError
 
 from connector.metrics import ERRORS, EVENTS_PUBLISHED, SPOOL_DEPTH, SPOOLED
 from connector.spool import Outgoing, Spool, SpoolFull
@@ -35,17 +29,13 @@ from wabus.logs import get_logger
 
 log = get_logger(__name__)
 
-UNAVAILABLE = (
-    NatsTimeoutError,
-    asyncio.TimeoutError,
-    NoRespondersError,
-    ServiceUnavailableError,
-    ConnectionClosedError,
-    ConnectionReconnectingError,
-    OutboundBufferLimitError,
-    StaleConnectionError,
-)
-"""Errors that mean "NATS is not there right now": spool and try again later."""
+UNAVAILABLE = (nats.errors.Error, asyncio.TimeoutError)
+"""Errors that mean "NATS is not there right now" (timeouts, no responders while JetStream comes
+back, a closed or reconnecting connection, …): spool and try again later. Only `REJECTED` errors
+are final; when unsure, keep the event."""
+
+REJECTED = (BadRequestError, MaxPayloadError, BadSubjectError, BadHeaderError)
+"""NATS refused the message itself: publishing it again cannot succeed."""
 
 LOUD_EVERY = 1000
 DEFAULT_MIME = "application/octet-stream"
@@ -130,12 +120,12 @@ class EventPublisher:
                     try:
                         await self._send(item)
                         return
-                    except UNAVAILABLE as error:
-                        log.warning("event publish failed, spooling", error=type(error).__name__)
-                    except Exception:
+                    except REJECTED:
                         ERRORS.labels("publish_rejected").inc()
                         log.exception("event rejected by NATS, dropped", event_id=item.msg_id)
                         return
+                    except UNAVAILABLE as error:
+                        log.warning("event publish failed, spooling", error=type(error).__name__)
                 try:
                     self._append(item)
                     return
@@ -186,11 +176,11 @@ class EventPublisher:
             for seq, item in self._spool.head(256):
                 try:
                     await self._send(item)
-                except UNAVAILABLE:
-                    return False
-                except Exception:
+                except REJECTED:
                     ERRORS.labels("publish_rejected").inc()
                     log.exception("spooled event rejected by NATS, dropped", event_id=item.msg_id)
+                except UNAVAILABLE:
+                    return False
                 self._spool.remove(seq)
                 SPOOL_DEPTH.set(len(self._spool))
             if not len(self._spool):

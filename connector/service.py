@@ -106,7 +106,13 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     )
     pacing = Pacing(settings.pacing_interval, settings.send_jitter, settings.send_typing)
     consumer = CommandConsumer(
-        js, topology, instances, publisher.emit, SendLedger(js, topology), pacing
+        js,
+        topology,
+        instances,
+        publisher.emit,
+        SendLedger(js, topology),
+        pacing,
+        settings.command_ack_wait,
     )
     readiness = {"nats": True, "streams": True}
 

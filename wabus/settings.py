@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     connector_id: str | None = Field(default=None, validation_alias="WABUS_CONNECTOR_ID")
     sim_pairing: Literal["auto", "qr"] = Field(default="auto", validation_alias="WABUS_SIM_PAIRING")
     sim_qr_interval: float = Field(default=20.0, gt=0, validation_alias="WABUS_SIM_QR_INTERVAL")
+    command_ack_wait: float = Field(default=30.0, ge=1, validation_alias="WABUS_COMMAND_ACK_WAIT")
 
     @field_validator("api_keys", mode="before")
     @classmethod
