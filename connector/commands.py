@@ -100,9 +100,11 @@ class CommandConsumer:
         ledger: SendLedger,
         pacing: Pacing,
         ack_wait: float = 30.0,
+        reconnects: Callable[[], int] = lambda: 0,
         rng: random.Random | None = None,
     ) -> None:
         self._ack_wait = ack_wait
+        self._reconnects = reconnects
         self._js = js
         self._topology = topology
         self._instances = instances
@@ -152,8 +154,12 @@ class CommandConsumer:
         )
         log.info("consuming commands", stream=self._topology.commands_stream)
         failures = 0
+        bound_at = self._reconnects()
         try:
             while not stop.is_set():
+                if self._reconnects() != bound_at:
+                    log.info("NATS reconnected: binding the command subscription again")
+                    return
                 try:
                     messages = await subscription.fetch(batch=64, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -51,15 +52,22 @@ class InstanceManager:
         self._max_sessions = max_sessions
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self.supervisors: dict[str, SessionSupervisor] = {}
+        self._revisions: dict[str, int | None] = {}
         self.loaded = asyncio.Event()
         """Set once the configuration present at start has been applied."""
 
     def get(self, instance: str) -> SessionSupervisor | None:
         return self.supervisors.get(instance)
 
-    async def apply(self, instance: str, config: InstanceConfig | None) -> None:
-        """Make the session of `instance` match `config` (None: the instance was deleted)."""
+    async def apply(
+        self, instance: str, config: InstanceConfig | None, revision: int | None = None
+    ) -> None:
+        """Make the session of `instance` match `config` (None: the instance was deleted).
+        `revision` (of the config entry) tells a new write from the same one seen again."""
         supervisor = self.supervisors.get(instance)
+        seen, self._revisions[instance] = self._revisions.get(instance), revision
+        if config is None:
+            self._revisions.pop(instance, None)
         if config is None or config.desired_state == "stopped":
             if supervisor is not None:
                 del self.supervisors[instance]
@@ -71,7 +79,8 @@ class InstanceManager:
             log.info("instance stopped", instance=instance, deleted=config is None)
             return
         if supervisor is not None:
-            supervisor.restart()
+            if revision is None or revision != seen:
+                supervisor.restart()
             return
         if len(self.supervisors) >= self._max_sessions:
             ERRORS.labels("over_capacity").inc()
@@ -111,24 +120,38 @@ class InstanceManager:
             updated_at=utc_now(),
         )
 
-    async def watch(self, js: JetStreamContext, topology: Topology, stop: asyncio.Event) -> None:
-        """Follow the configuration bucket until `stop`; a broken watch is opened again, and the
-        fresh snapshot is reconciled (instances missing from it are stopped)."""
+    async def watch(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        stop: asyncio.Event,
+        reconnects: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """Follow the configuration bucket until `stop`. The watch is opened again after every
+        NATS reconnect (its ordered consumer may not have survived a server restart, and would
+        only notice after several missed heartbeats) and whenever it breaks; the fresh snapshot
+        is reconciled (instances missing from it are stopped)."""
         while not stop.is_set():
             try:
                 kv = await js.key_value(topology.config_bucket)
-                await self._follow(kv, stop)
+                await self._follow(kv, stop, reconnects)
             except Exception as error:
                 ERRORS.labels("config_watch").inc()
                 log.warning("config watch broke, reopening", error=repr(error))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-    async def _follow(self, kv: KeyValue, stop: asyncio.Event) -> None:
+    async def _follow(
+        self, kv: KeyValue, stop: asyncio.Event, reconnects: Callable[[], int]
+    ) -> None:
+        opened_at = reconnects()
         watcher = await kv.watchall()
         snapshot: set[str] | None = set()
         try:
             while not stop.is_set():
+                if reconnects() != opened_at:
+                    log.info("NATS reconnected: reopening the config watch")
+                    return
                 try:
                     entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
                 except NatsTimeoutError:
@@ -158,7 +181,7 @@ class InstanceManager:
                         "invalid instance config ignored", instance=instance, error=str(error)
                     )
                     continue
-                await self.apply(instance, config)
+                await self.apply(instance, config, entry.revision)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]

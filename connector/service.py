@@ -90,6 +90,9 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     def connected() -> bool:
         return bool(nc.is_connected)
 
+    def reconnects() -> int:
+        return int(nc.stats["reconnects"])
+
     spool = Spool(settings.data_dir / SPOOL_FILE, settings.spool_max_events)
     publisher = EventPublisher(js, topology, spool, connected)
     board = StatusBoard(js, topology, connected)
@@ -113,6 +116,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         SendLedger(js, topology),
         pacing,
         settings.command_ack_wait,
+        reconnects,
     )
     readiness = {"nats": True, "streams": True}
 
@@ -146,7 +150,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(instances.watch(js, topology, stop))
+            tasks.create_task(instances.watch(js, topology, stop, reconnects))
             tasks.create_task(consume_when_loaded())
             tasks.create_task(publisher.drain(stop))
             tasks.create_task(board.run(stop))

@@ -68,6 +68,13 @@ async def test_inbound_events_survive_a_nats_restart_exactly_once_in_order(
             await eventually(lambda: _reached(nc, settings, baseline + MESSAGES), timeout=60)
             await asyncio.sleep(0.5)  # a duplicate, if any, would land now
             received = await cs.events_of(nc, topology, "message.received")
+
+            # the config watch and the command consumer came back with the server
+            await cs.create_instance(nc, topology, "beta")
+            await eventually(lambda: cs.state_is(nc, topology, "beta", "open"), timeout=20)
+            data = {"to": "5511999999999", "text": "after the outage"}
+            await cs.publish_command(nc, topology, "beta", "after-1", data)
+            await eventually(lambda: cs.events_of(nc, topology, "message.sent"), timeout=20)
     finally:
         await nc.close()
     ids = [event["data"]["message_id"] for event in received]
