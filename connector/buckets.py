@@ -16,12 +16,17 @@ SEND_RECORD_TTL = 7 * 86_400.0
 """Send records outlive the commands stream's one-day age by far: a redelivery always finds one."""
 
 
-async def ensure_buckets(js: JetStreamContext, topology: Topology) -> None:
-    wanted = (
+async def ensure_buckets(
+    js: JetStreamContext, topology: Topology, lease_ttl: float | None = None
+) -> None:
+    """`lease_ttl`: also the leases bucket, whose TTL is the lease time (see `leases.py`)."""
+    wanted = [
         KeyValueConfig(bucket=topology.config_bucket, history=1),
         KeyValueConfig(bucket=topology.status_bucket, history=1),
         KeyValueConfig(bucket=topology.sends_bucket, history=1, ttl=SEND_RECORD_TTL),
-    )
+    ]
+    if lease_ttl is not None:
+        wanted.append(KeyValueConfig(bucket=topology.leases_bucket, history=1, ttl=lease_ttl))
     for config in wanted:
         try:
             await js.key_value(config.bucket)

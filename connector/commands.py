@@ -238,6 +238,9 @@ class CommandConsumer:
             await message.term()
             return
         supervisor = self._instances.get(instance)
+        if supervisor is None and self._instances.configured(instance):
+            await message.nak(delay=1.0)  # held by another connector (leases): let it take it
+            return
         if supervisor is None:
             await self._refuse(instance, command, envelope, "unknown_instance", "no such instance")
             await message.ack()

@@ -19,6 +19,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from connector.engine import EmitEvent, Engine
+from connector.leases import Leases
 from connector.lifecycle import Policy
 from connector.metrics import ERRORS
 from connector.status import StatusBoard
@@ -42,7 +43,11 @@ class InstanceManager:
         policy: Policy,
         connector_id: str,
         max_sessions: int,
+        leases: Leases | None = None,
     ) -> None:
+        self._leases = leases
+        self._desired: dict[str, tuple[InstanceConfig, int | None]] = {}
+        """Instances configured to run, with their config revision (held here or elsewhere)."""
         self._engine = engine
         self._emit = emit
         self._emit_media = emit_media
@@ -59,6 +64,10 @@ class InstanceManager:
     def get(self, instance: str) -> SessionSupervisor | None:
         return self.supervisors.get(instance)
 
+    def configured(self, instance: str) -> bool:
+        """Configured to run, whether this connector holds it or not."""
+        return instance in self._desired
+
     async def apply(
         self, instance: str, config: InstanceConfig | None, revision: int | None = None
     ) -> None:
@@ -69,19 +78,29 @@ class InstanceManager:
         if config is None:
             self._revisions.pop(instance, None)
         if config is None or config.desired_state == "stopped":
+            self._desired.pop(instance, None)
             if supervisor is not None:
                 del self.supervisors[instance]
                 await supervisor.stop("deleted" if config is None else "desired_state stopped")
+                if self._leases:
+                    await self._leases.release(instance)
             if config is None:
                 await self._board.forget(instance)
             elif supervisor is None:
                 await self._board.put(self._stopped(instance))
             log.info("instance stopped", instance=instance, deleted=config is None)
             return
+        self._desired[instance] = (config, revision)
         if supervisor is not None:
             if revision is None or revision != seen:
                 supervisor.restart()
             return
+        if self._leases and instance not in self._leases.held:
+            if len(self.supervisors) >= self._max_sessions:
+                return  # at capacity: leave it to a connector with room
+            if not await self._leases.acquire(instance):
+                log.info("instance held by another connector", instance=instance)
+                return
         if len(self.supervisors) >= self._max_sessions:
             ERRORS.labels("over_capacity").inc()
             log.error("instance not started: connector at capacity", instance=instance)
@@ -186,7 +205,28 @@ class InstanceManager:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
+    async def keep_leases(self, stop: asyncio.Event) -> None:
+        """Renew held leases every third of the lease time; stop a session whose lease is lost
+        at once, and claim configured instances nobody holds (their connector died)."""
+        if self._leases is None:
+            return
+        leases = self._leases
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), leases.ttl / 3)
+            if stop.is_set():
+                return
+            for instance in await leases.renew():
+                supervisor = self.supervisors.pop(instance, None)
+                if supervisor is not None:
+                    await supervisor.stop("lease lost", report=False)
+            for instance, (config, revision) in list(self._desired.items()):
+                if instance not in self.supervisors:
+                    await self.apply(instance, config, revision)
+
     async def close(self) -> None:
         for instance, supervisor in list(self.supervisors.items()):
             del self.supervisors[instance]
             await supervisor.stop("connector shutting down")
+            if self._leases:
+                await self._leases.release(instance)

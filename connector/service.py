@@ -17,6 +17,7 @@ from connector.commands import CommandConsumer
 from connector.engine import Engine
 from connector.engines.sim import SimEngine
 from connector.instances import InstanceManager
+from connector.leases import Leases
 from connector.lifecycle import Policy
 from connector.pacing import Pacing
 from connector.publisher import EventPublisher
@@ -85,7 +86,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     topology = settings.topology
     await ensure_streams(js, settings)
-    await ensure_buckets(js, topology)
+    await ensure_buckets(js, topology, settings.lease_ttl if settings.leases else None)
 
     def connected() -> bool:
         return bool(nc.is_connected)
@@ -104,8 +105,9 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         max_attempts=settings.reconnect_max_attempts,
     )
     me = connector_id(settings)
+    leases = Leases(js, topology, me, settings.lease_ttl) if settings.leases else None
     instances = InstanceManager(
-        engine, publisher.emit, publisher.emit, board, policy, me, settings.max_sessions
+        engine, publisher.emit, publisher.emit, board, policy, me, settings.max_sessions, leases
     )
     pacing = Pacing(settings.pacing_interval, settings.send_jitter, settings.send_typing)
     consumer = CommandConsumer(
@@ -152,6 +154,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(instances.watch(js, topology, stop, reconnects))
             tasks.create_task(consume_when_loaded())
+            tasks.create_task(instances.keep_leases(stop))
             tasks.create_task(publisher.drain(stop))
             tasks.create_task(board.run(stop))
             tasks.create_task(watch_readiness())

@@ -121,6 +121,7 @@ class SessionSupervisor:
         self._restart = asyncio.Event()
         self._stopping = False
         self._stop_detail = "stopped"
+        self._report_stop = True
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         SESSIONS.labels(self.lifecycle.state.value).inc()
@@ -135,8 +136,10 @@ class SessionSupervisor:
         if self.lifecycle.terminal:
             self._restart.set()
 
-    async def stop(self, detail: str) -> None:
-        self._stopping, self._stop_detail = True, detail
+    async def stop(self, detail: str, *, report: bool = True) -> None:
+        """Stop the session; `report=False` when another connector owns it now (its status and
+        events are no longer ours to write)."""
+        self._stopping, self._stop_detail, self._report_stop = True, detail, report
         self._changed.set()
         self._restart.set()
         if self._task:
@@ -344,6 +347,8 @@ class SessionSupervisor:
             async with self._lock:
                 self._set(Lifecycle(SessionState.STOPPED, DisconnectReason.STOPPED, why))
                 with contextlib.suppress(Exception):
+                    if not self._report_stop:
+                        raise LookupError("not ours to report")
                     await self._board.put(self._status(self.lifecycle, utc_now()))
                     await self._emit(
                         self.instance,

@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     sim_pairing: Literal["auto", "qr"] = Field(default="auto", validation_alias="WABUS_SIM_PAIRING")
     sim_qr_interval: float = Field(default=20.0, gt=0, validation_alias="WABUS_SIM_QR_INTERVAL")
     command_ack_wait: float = Field(default=30.0, ge=1, validation_alias="WABUS_COMMAND_ACK_WAIT")
+    leases: bool = Field(default=False, validation_alias="WABUS_LEASES")
+    lease_ttl: float = Field(default=30.0, ge=1, validation_alias="WABUS_LEASE_TTL")
 
     @field_validator("api_keys", mode="before")
     @classmethod
