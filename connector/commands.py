@@ -34,6 +34,7 @@ from connector.metrics import COMMANDS, ERRORS, SEND_SECONDS
 from connector.pacing import Pacing, send_delay
 from connector.sends import OUTCOME_UNKNOWN, SendLedger
 from connector.supervisor import NotConnected, SessionSupervisor
+from connector.waiting import first_event, unless_stopped
 from schemas.commands import (
     LOGOUT_COMMAND,
     MARK_READ_COMMAND,
@@ -161,7 +162,8 @@ class CommandConsumer:
                     log.info("NATS reconnected: binding the command subscription again")
                     return
                 try:
-                    messages = await subscription.fetch(batch=64, timeout=1.0)
+                    fetched = await unless_stopped(subscription.fetch(batch=64, timeout=1.0), stop)
+                    messages = fetched or []
                 except (NatsTimeoutError, TimeoutError):
                     failures = 0
                     continue
@@ -203,8 +205,7 @@ class CommandConsumer:
         """Tell JetStream that queued commands are being worked on, so they are not redelivered
         while they wait for their turn."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._ack_wait / 3)
+            await first_event(stop, within=self._ack_wait / 3)
             for lane in self._lanes.values():
                 for message in list(lane.waiting.values()):
                     with contextlib.suppress(Exception):

@@ -172,7 +172,7 @@ class InstanceManager:
                     log.info("NATS reconnected: reopening the config watch")
                     return
                 try:
-                    entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
+                    entry = await watcher.updates(timeout=0.25)  # type: ignore[no-untyped-call]
                 except NatsTimeoutError:
                     continue
                 if entry is None:  # end of the initial values

@@ -10,7 +10,6 @@ media is missing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from nats.js.errors import BadRequestError
 
 from connector.metrics import ERRORS, EVENTS_PUBLISHED, SPOOL_DEPTH, SPOOLED
 from connector.spool import Outgoing, Spool, SpoolFull
+from connector.waiting import first_event
 from schemas.envelope import EventData, EventEnvelope, encode, make_event
 from schemas.events import Media, MessageReceived
 from schemas.subjects import Topology
@@ -163,12 +163,10 @@ class EventPublisher:
         while not stop.is_set():
             if not len(self._spool):
                 self._spooled.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._spooled.wait(), 1.0)
+                await first_event(self._spooled, stop, within=1.0)
                 continue
             if not self._connected() or not await self._drain_batch():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
+                await first_event(stop, within=0.25)
 
     async def _drain_batch(self) -> bool:
         """Publish up to one batch from the head; False when NATS failed again."""

@@ -8,13 +8,13 @@ matters).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from connector.publisher import UNAVAILABLE
+from connector.waiting import first_event
 from schemas.instances import InstanceStatus
 from schemas.subjects import Topology
 from wabus.logs import get_logger
@@ -71,12 +71,10 @@ class StatusBoard:
     async def run(self, stop: asyncio.Event) -> None:
         """Write statuses that could not be written when they changed."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+            await first_event(self._wake, stop, within=1.0)
             self._wake.clear()
             for instance in list(self._dirty):
                 if self._connected() and await self._write_now(instance):
                     self._dirty.discard(instance)
             if self._dirty:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                await first_event(stop, within=0.5)
