@@ -31,6 +31,7 @@ from schemas.commands import MarkRead, Presence, SendMessage
 from schemas.envelope import utc_now
 from schemas.events import MessageReceived
 from schemas.sim import (
+    ACTIVITY,
     DROP,
     FAIL_CONNECT,
     FAIL_NEXT_SENDS,
@@ -73,6 +74,8 @@ class SimDevice:
         self.failure: SimFailNextSends | None = None
         self.failures_left = 0
         self.failing_connects = 0
+        self.reads: list[MarkRead] = []
+        self.presences: list[Presence] = []
         self._log_path = log_path
         if log_path and log_path.exists():
             self.sent = [json.loads(line) for line in log_path.read_text().splitlines() if line]
@@ -103,8 +106,6 @@ class SimSession:
         self._qr_interval = qr_interval
         self.is_open = False
         self.in_qr = False
-        self.reads: list[MarkRead] = []
-        self.presences: list[Presence] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -179,10 +180,10 @@ class SimSession:
         await self._end(DisconnectReason.LOGGED_OUT, "logged out")
 
     async def mark_read(self, request: MarkRead) -> None:
-        self.reads.append(request)
+        self.device.reads.append(request)
 
     async def set_presence(self, request: Presence) -> None:
-        self.presences.append(request)
+        self.device.presences.append(request)
 
     def play(self, inbound: SimInbound) -> None:
         if not self.is_open:
@@ -284,6 +285,12 @@ class SimEngine:
                 device.failure, device.failures_left = failure, failure.count
             elif action == SENT:
                 return {"ok": True, "sent": list(device.sent)}
+            elif action == ACTIVITY:
+                return {
+                    "ok": True,
+                    "reads": [read.model_dump(mode="json") for read in device.reads],
+                    "presences": [p.model_dump(mode="json") for p in device.presences],
+                }
             elif action == SCAN:
                 await session.scan()
             elif action == DROP:

@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from connector.sends import SendLedger
+from schemas.envelope import utc_now
 from schemas.instances import SendRecord, SendState
 from tests import connector_support as cs
 from tests.support import eventually
@@ -129,29 +130,60 @@ async def test_sends_are_paced_per_instance_without_blocking_others(
     settings: Settings, nc: NATS
 ) -> None:
     settings = settings.model_copy(
-        update={"port": free_port(), "send_interval": 0.25, "send_jitter": 0.0}
+        update={
+            "port": free_port(),
+            "send_interval": 0.3,
+            "send_jitter": 0.0,
+            "command_ack_wait": 1.0,  # the queue outlasts it: in_progress must keep it
+        }
     )
     topology = settings.topology
     async with cs.connector_running(settings, nc):
         await _open(nc, settings, "acme", "beta")
-        for number in range(5):
+        for number in range(6):
             await cs.publish_command(
                 nc, topology, "acme", f"a-{number}", {"to": "5511999999999", "text": f"a{number}"}
             )
         await cs.publish_command(nc, topology, "beta", "b-0", {"to": "5511999999999", "text": "b"})
         beta = await eventually(lambda: _final(nc, settings, "beta", "b-0"))
         acme: list[SendRecord] = []
-        for number in range(5):
+        for number in range(6):
             command_id = f"a-{number}"
             acme.append(await eventually(lambda c=command_id: _final(nc, settings, "acme", c)))  # type: ignore[misc]
         times = [r.updated_at for r in acme]
         gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
-        assert all(gap >= 0.2 for gap in gaps), gaps  # queued, one per interval, none dropped
+        assert all(gap >= 0.25 for gap in gaps), gaps  # queued, one per interval, none dropped
         assert [s["data"]["text"] for s in await sim_sent(nc, settings)] == [
-            f"a{n}" for n in range(5)
+            f"a{n}" for n in range(6)
         ]
         assert beta.updated_at < times[2]  # beta did not wait behind acme's queue
         await eventually(lambda: _commands_drained(nc, settings))
+        consumer = await nc.jetstream().consumer_info(topology.commands_stream, "connector")
+        # 7 commands, 7 deliveries: queued ones were kept alive (in_progress), not redelivered
+        assert consumer.delivered.consumer_seq == 7
+
+
+async def test_read_presence_and_typing_before_a_send(settings: Settings, nc: NATS) -> None:
+    settings = settings.model_copy(update={"port": free_port(), "send_typing": 0.3})
+    topology = settings.topology
+    async with cs.connector_running(settings, nc):
+        await _open(nc, settings, "acme")
+        read = {"chat": "5511999999999", "message_ids": ["3EB0X"]}
+        await cs.publish_command(nc, topology, "acme", "r-1", read, "read")
+        presence = {"chat": "5511999999999", "state": "recording"}
+        await cs.publish_command(nc, topology, "acme", "p-1", presence, "presence")
+        asked = utc_now()
+        await cs.publish_command(nc, topology, "acme", "t-1", {"to": "5511999999999", "text": "hi"})
+        done = await eventually(lambda: _final(nc, settings, "acme", "t-1"))
+        activity = await cs.sim(nc, topology, "acme", "activity")
+        assert activity["reads"] == [
+            {"chat": "5511999999999", "message_ids": ["3EB0X"], "sender": None}
+        ]
+        assert activity["presences"] == [
+            {"chat": "5511999999999", "state": "recording"},
+            {"chat": "5511999999999", "state": "composing"},  # typing… before the text
+        ]
+        assert (done.updated_at - asked).total_seconds() >= 0.3  # typed for the delay first
 
 
 async def _final(nc: NATS, settings: Settings, instance: str, command_id: str) -> SendRecord | None:
