@@ -239,11 +239,15 @@ class CommandConsumer:
             await message.term()
             return
         supervisor = self._instances.get(instance)
-        if supervisor is None and self._instances.configured(instance):
-            await message.nak(delay=1.0)  # held by another connector (leases): let it take it
+        if supervisor is None and self._instances.held_elsewhere(instance):
+            await message.nak(delay=1.0)  # another connector holds it (leases): let it take it
             return
         if supervisor is None:
-            await self._refuse(instance, command, envelope, "unknown_instance", "no such instance")
+            if self._instances.exists(instance):
+                code, reason = "instance_not_connected", "the instance is stopped or not running"
+            else:
+                code, reason = "unknown_instance", "no such instance"
+            await self._refuse(instance, command, envelope, code, reason)
             await message.ack()
             return
         outcome = await handler(supervisor, envelope, lane)
@@ -293,7 +297,8 @@ class CommandConsumer:
             await self._fail(instance, command_id, request.to, "instance_not_connected", str(error))
             return Outcome.DONE
         await self._pace(lane, session, request)
-        await self._ledger.write(instance, command_id, SendState.SENDING)
+        if not await self._ledger.claim(instance, command_id):
+            return Outcome.LATER  # another delivery of it is being sent right now
         started = time.perf_counter()
         try:
             sent = await session.send(request)

@@ -64,9 +64,17 @@ class InstanceManager:
     def get(self, instance: str) -> SessionSupervisor | None:
         return self.supervisors.get(instance)
 
-    def configured(self, instance: str) -> bool:
-        """Configured to run, whether this connector holds it or not."""
-        return instance in self._desired
+    def exists(self, instance: str) -> bool:
+        """In the configuration bucket (running or stopped)."""
+        return instance in self._revisions
+
+    def held_elsewhere(self, instance: str) -> bool:
+        """Configured to run, with leases on, and not held here: another connector's."""
+        return (
+            self._leases is not None
+            and instance in self._desired
+            and instance not in self.supervisors
+        )
 
     async def apply(
         self, instance: str, config: InstanceConfig | None, revision: int | None = None
@@ -225,8 +233,10 @@ class InstanceManager:
                     await self.apply(instance, config, revision)
 
     async def close(self) -> None:
-        for instance, supervisor in list(self.supervisors.items()):
-            del self.supervisors[instance]
-            await supervisor.stop("connector shutting down")
-            if self._leases:
+        supervisors, self.supervisors = self.supervisors, {}
+        await asyncio.gather(
+            *(supervisor.stop("connector shutting down") for supervisor in supervisors.values())
+        )
+        if self._leases:
+            for instance in supervisors:
                 await self._leases.release(instance)

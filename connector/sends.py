@@ -14,7 +14,7 @@ import asyncio
 from datetime import datetime
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from connector.publisher import UNAVAILABLE
@@ -48,6 +48,24 @@ class SendLedger:
         if not entry.value:
             return None
         return SendRecord.model_validate_json(entry.value)
+
+    async def claim(self, instance: str, command_id: str) -> bool:
+        """Record `sending` unless a record exists (create, not put): of two deliveries of one
+        command racing each other, only one goes on to send."""
+        record = SendRecord(
+            command_id=command_id,
+            instance=instance,
+            state=SendState.SENDING,
+            updated_at=utc_now(),
+        )
+        kv = await self._bucket()
+        try:
+            await kv.create(
+                send_record_key(instance, command_id), record.model_dump_json().encode()
+            )
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def write(
         self,

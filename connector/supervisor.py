@@ -48,6 +48,9 @@ from wabus.logs import get_logger
 
 log = get_logger(__name__)
 
+STOP_TIMEOUT = 15.0
+"""Seconds a session gets to stop (an engine call may hang) before its task is cancelled."""
+
 MediaEmit = Callable[[str, EventData, str | None, bytes | None], Awaitable[None]]
 
 
@@ -143,7 +146,12 @@ class SessionSupervisor:
         self._changed.set()
         self._restart.set()
         if self._task:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT)
+            except TimeoutError:
+                log.error("session did not stop in time, cancelling it", instance=self.instance)
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
 
     async def wait_for(self, states: set[SessionState], within: float) -> SessionState:
         """Wait until the session is in one of `states` or terminal; the state then."""
@@ -330,8 +338,7 @@ class SessionSupervisor:
                         state=self.lifecycle.state.value,
                         reason=self.lifecycle.reason.value if self.lifecycle.reason else None,
                     )
-                    self._restart.clear()
-                    await self._restart.wait()
+                    await self._restart.wait()  # cleared by the next `_connect`
                     continue
                 reason = self.lifecycle.reason or DisconnectReason.UNKNOWN
                 RECONNECTS.labels(reason.value).inc()

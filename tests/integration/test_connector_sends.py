@@ -109,11 +109,20 @@ async def test_commands_for_unknown_or_logged_out_instances_fail_clearly(
     await cs.publish_command(
         nc, connector.topology, "acme", "c-5", {"to": "5511999999999", "text": "x"}
     )
+    await cs.create_instance(nc, connector.topology, "idle", desired_state="stopped")
+    await eventually(lambda: cs.state_is(nc, connector.topology, "idle", "stopped"))
+    await cs.publish_command(
+        nc, connector.topology, "idle", "c-6", {"to": "5511999999999", "text": "x"}
+    )
     failures = await eventually(
-        lambda: _at_least(cs.events_of(nc, connector.topology, "message.failed"), 2)
+        lambda: _at_least(cs.events_of(nc, connector.topology, "message.failed"), 3)
     )
     codes = {f["data"]["command_id"]: f["data"]["code"] for f in failures}
-    assert codes == {"c-4": "unknown_instance", "c-5": "instance_not_connected"}
+    assert codes == {
+        "c-4": "unknown_instance",
+        "c-5": "instance_not_connected",
+        "c-6": "instance_not_connected",
+    }
 
 
 async def _at_least(pending: Any, number: int) -> Any:
