@@ -111,9 +111,12 @@ def step(current: Lifecycle, report: Report, policy: Policy, rng: random.Random)
         case QrShown():
             if current.qr_refreshes > policy.qr_max_refreshes:
                 return _closed(current, DisconnectReason.QR_EXHAUSTED, "", policy, rng)
-            return replace(
-                current, state=SessionState.QR, qr_refreshes=current.qr_refreshes + 1, reason=None
+            # A QR refresh while a pairing code is out keeps `pairing` (either may complete it)
+            # but still counts towards giving up.
+            state = (
+                SessionState.PAIRING if current.state is SessionState.PAIRING else SessionState.QR
             )
+            return replace(current, state=state, qr_refreshes=current.qr_refreshes + 1, reason=None)
         case PairCodeIssued():
             return replace(current, state=SessionState.PAIRING, reason=None)
         case Opened():

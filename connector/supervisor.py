@@ -238,9 +238,10 @@ class SessionSupervisor:
             return
         if account is not None:
             self._account = account
-        if after.state is SessionState.QR and qr is not None:
+        waiting = after.state in (SessionState.QR, SessionState.PAIRING)
+        if waiting and qr is not None:
             self._qr = qr
-        elif after.state is not SessionState.QR:
+        elif not waiting:
             self._qr = None
         if after.state is SessionState.PAIRING and pair is not None:
             self._pair = pair
@@ -248,7 +249,7 @@ class SessionSupervisor:
             self._pair = None
         now = utc_now()
         await self._board.put(self._status(after, now))
-        event = self._event(after, now)
+        event = self._event(after, now, report)
         if event is not None:
             await self._emit(self.instance, event)
         self._set(after)  # only now may the run loop act on it (tear down, reconnect)
@@ -290,12 +291,12 @@ class SessionSupervisor:
             updated_at=now,
         )
 
-    def _event(self, current: Lifecycle, now: datetime) -> EventData | None:
+    def _event(self, current: Lifecycle, now: datetime, report: Report) -> EventData | None:
         reason = current.reason.value if current.reason else "unknown"
         match current.state:
             case SessionState.CONNECTING:
                 return ConnectionConnecting(attempt=current.attempt)
-            case SessionState.QR if self._qr:
+            case SessionState.QR | SessionState.PAIRING if isinstance(report, QrShown) and self._qr:
                 code, expires_at = self._qr
                 return ConnectionQR(
                     qr=code, expires_at=expires_at, refresh=max(current.qr_refreshes - 1, 0)

@@ -179,6 +179,13 @@ async def test_phone_pairing_code_by_command(qr_connector: Settings, nc: NATS) -
         "phone": "5511999999999",
         "expires_at": None,
     }
+    # QR refreshes go on while the code is out; the session stays `pairing`, code kept
+    shown = len(await cs.events_of(nc, topology, "connection.qr"))
+    await eventually(lambda: count(nc, qr_connector, "connection.qr", shown + 1))
+    still = await cs.status_of(nc, topology, "acme")
+    assert still is not None
+    assert (still.state.value, still.pair_code) == ("pairing", pairing.pair_code)
+    assert len(await cs.events_of(nc, topology, "connection.pair_code")) == 1
     await cs.sim(nc, topology, "acme", "scan")
     opened = await eventually(lambda: cs.state_is(nc, topology, "acme", "open"))
     assert opened.pair_code is None

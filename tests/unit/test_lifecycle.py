@@ -40,6 +40,13 @@ def run(
         ([Connecting()], S.CONNECTING, None, 0),
         ([Connecting(), QrShown()], S.QR, None, 0),
         ([Connecting(), QrShown(), PairCodeIssued()], S.PAIRING, None, 0),
+        ([Connecting(), QrShown(), PairCodeIssued(), QrShown()], S.PAIRING, None, 0),
+        (
+            [Connecting(), QrShown(), PairCodeIssued(), QrShown(), QrShown(), QrShown()],
+            S.FAILED,
+            R.QR_EXHAUSTED,
+            0,
+        ),
         ([Connecting(), QrShown(), Opened()], S.OPEN, None, 0),
         ([Connecting(), Opened(), Closed(R.NETWORK)], S.CLOSED, R.NETWORK, 1),
         (
