@@ -87,7 +87,7 @@ async def test_sigkill_with_commands_in_flight_loses_none_and_sends_none_twice(
         "WABUS_ENGINE": "sim",
         "WABUS_HOST": "127.0.0.1",
         "WABUS_DATA_DIR": str(tmp_path / "data"),
-        "WABUS_SEND_INTERVAL": "0.03",
+        "WABUS_SEND_INTERVAL": "0.05",
         "WABUS_SEND_JITTER": "0",
         "WABUS_COMMAND_ACK_WAIT": "2",
         "LOG_FORMAT": "console",
