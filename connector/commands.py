@@ -59,6 +59,8 @@ log = get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 CONSUMER = "connector"
+FINISH_TIMEOUT = 10.0
+"""Seconds a shutdown waits for commands already running."""
 OPEN_WAIT = 20.0
 """How long a command waits for its session to (re)open before it is handed back to the stream."""
 
@@ -89,6 +91,7 @@ class Lane:
     """Stream sequence → command not yet finished (queued or running)."""
     last_sent_at: float | None = None
     worker: asyncio.Task[None] | None = None
+    busy: bool = False
 
 
 class CommandConsumer:
@@ -114,6 +117,7 @@ class CommandConsumer:
         self._pacing = pacing
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._lanes: dict[str, Lane] = {}
+        self._stopping = False
         self._handlers: dict[str, Handler] = {
             SEND_COMMAND: self._send,
             PAIR_PHONE_COMMAND: self._pair_phone,
@@ -138,11 +142,24 @@ class CommandConsumer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:
+            await self._finish_running()
             keeper.cancel()
             workers = [lane.worker for lane in self._lanes.values() if lane.worker]
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(keeper, *workers, return_exceptions=True)
+
+    async def _finish_running(self) -> None:
+        """On shutdown, let commands already handed to the engine finish (a send cut off
+        mid-call would come back as `outcome_unknown`); queued ones stay unacked and are
+        redelivered to the next connector."""
+        self._stopping = True
+        deadline = asyncio.get_running_loop().time() + FINISH_TIMEOUT
+        while any(lane.busy for lane in self._lanes.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("commands still running at shutdown are cut off")
+                return
+            await asyncio.sleep(0.02)
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
         subscription = await self._js.pull_subscribe(
@@ -213,14 +230,18 @@ class CommandConsumer:
 
     async def _work(self, instance: str, lane: Lane) -> None:
         structlog.contextvars.bind_contextvars(instance=instance)
-        while True:
+        while not self._stopping:
             message = await lane.queue.get()
+            if self._stopping:
+                return
+            lane.busy = True
             try:
                 await self.handle(instance, lane, message)
             except Exception:
                 ERRORS.labels("command_crashed").inc()
                 log.exception("command handling crashed; it will be redelivered")
             finally:
+                lane.busy = False
                 lane.waiting.pop(message.metadata.sequence.stream, None)
 
     # -- executing ------------------------------------------------------------------------
