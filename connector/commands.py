@@ -32,6 +32,7 @@ from connector.engine import EmitEvent, EngineSession, SendError
 from connector.instances import InstanceManager
 from connector.metrics import COMMANDS, ERRORS, SEND_SECONDS
 from connector.pacing import Pacing, send_delay
+from connector.publisher import UNAVAILABLE
 from connector.sends import OUTCOME_UNKNOWN, SendLedger
 from connector.supervisor import NotConnected, SessionSupervisor
 from connector.waiting import first_event, unless_stopped
@@ -118,6 +119,8 @@ class CommandConsumer:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._lanes: dict[str, Lane] = {}
         self._stopping = False
+        self._unsent_claims: set[tuple[str, str]] = set()
+        """Sends whose `sending` record could not be confirmed and that were not sent."""
         self._handlers: dict[str, Handler] = {
             SEND_COMMAND: self._send,
             PAIR_PHONE_COMMAND: self._pair_phone,
@@ -307,7 +310,9 @@ class CommandConsumer:
             )
             return Outcome.DONE
         record = await self._ledger.get(instance, command_id)
-        if record is not None:
+        key = (instance, command_id)
+        unsent = key in self._unsent_claims
+        if record is not None and not (unsent and record.state is SendState.SENDING):
             await self._answer_from_record(record, request)
             return Outcome.DONE
         try:
@@ -318,8 +323,16 @@ class CommandConsumer:
             await self._fail(instance, command_id, request.to, "instance_not_connected", str(error))
             return Outcome.DONE
         await self._pace(lane, session, request)
-        if not await self._ledger.claim(instance, command_id):
+        try:
+            claimed = await self._ledger.claim(instance, command_id, retake=unsent)
+        except UNAVAILABLE:
+            # The `sending` record may still land (nats-py flushes buffered writes on
+            # reconnect); remember that this process never sent it, so the redelivery may.
+            self._unsent_claims.add(key)
+            return Outcome.LATER
+        if not claimed:
             return Outcome.LATER  # another delivery of it is being sent right now
+        self._unsent_claims.discard(key)
         started = time.perf_counter()
         try:
             sent = await session.send(request)

@@ -49,9 +49,10 @@ class SendLedger:
             return None
         return SendRecord.model_validate_json(entry.value)
 
-    async def claim(self, instance: str, command_id: str) -> bool:
+    async def claim(self, instance: str, command_id: str, *, retake: bool = False) -> bool:
         """Record `sending` unless a record exists (create, not put): of two deliveries of one
-        command racing each other, only one goes on to send."""
+        command racing each other, only one goes on to send. `retake`: this process knows the
+        existing `sending` record is its own and that nothing was sent, so it is overwritten."""
         record = SendRecord(
             command_id=command_id,
             instance=instance,
@@ -59,10 +60,12 @@ class SendLedger:
             updated_at=utc_now(),
         )
         kv = await self._bucket()
+        key, value = send_record_key(instance, command_id), record.model_dump_json().encode()
+        if retake:
+            await kv.put(key, value)
+            return True
         try:
-            await kv.create(
-                send_record_key(instance, command_id), record.model_dump_json().encode()
-            )
+            await kv.create(key, value)
         except KeyWrongLastSequenceError:
             return False
         return True
