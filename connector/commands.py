@@ -151,6 +151,7 @@ class CommandConsumer:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(keeper, *workers, return_exceptions=True)
+            log.info("command consumer stopped")
 
     async def _finish_running(self) -> None:
         """On shutdown, let commands already handed to the engine finish (a send cut off

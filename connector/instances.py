@@ -167,6 +167,7 @@ class InstanceManager:
                 log.warning("config watch broke, reopening", error=repr(error))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
+        log.info("config watch stopped")
 
     async def _follow(
         self, kv: KeyValue, stop: asyncio.Event, reconnects: Callable[[], int]

@@ -167,6 +167,7 @@ class EventPublisher:
                 continue
             if not self._connected() or not await self._drain_batch():
                 await first_event(stop, within=0.25)
+        log.info("spool drain stopped", depth=len(self._spool))
 
     async def _drain_batch(self) -> bool:
         """Publish up to one batch from the head; False when NATS failed again."""
