@@ -155,14 +155,18 @@ class SessionSupervisor:
 
     async def wait_for(self, states: set[SessionState], within: float) -> SessionState:
         """Wait until the session is in one of `states` or terminal; the state then."""
+        await self._wait_until(
+            lambda: self.lifecycle.state in states or self.lifecycle.terminal, within
+        )
+        return self.lifecycle.state
 
-        async def settled() -> SessionState:
-            while self.lifecycle.state not in states and not self.lifecycle.terminal:
+    async def _wait_until(self, condition: Callable[[], bool], within: float) -> None:
+        async def settled() -> None:
+            while not condition():
                 self._changed.clear()
                 await self._changed.wait()
-            return self.lifecycle.state
 
-        return await asyncio.wait_for(settled(), within)
+        await asyncio.wait_for(settled(), within)
 
     async def open_session(self, within: float) -> EngineSession:
         """The open session, waiting up to `within` seconds for a (re)connect. Raises `NotConnected`
@@ -180,10 +184,14 @@ class SessionSupervisor:
         await self.report(self.generation, Closed(DisconnectReason.LOGGED_OUT, "logout requested"))
 
     async def pair_phone(self, phone: str, within: float = 30.0) -> str:
-        """Ask for a phone pairing code; needs the socket up and waiting for pairing."""
-        self.restart()
-        state = await self.wait_for({SessionState.QR, SessionState.OPEN}, within)
-        if state is not SessionState.QR or self.session is None:
+        """Ask for a phone pairing code; needs the socket up and waiting for pairing, so a
+        session that ended (logged out, failed) is restarted first."""
+        if self.lifecycle.terminal and not self._stopping:
+            self.restart()
+            await self._wait_until(lambda: not self.lifecycle.terminal, within)
+        waiting = {SessionState.QR, SessionState.PAIRING}
+        state = await self.wait_for(waiting | {SessionState.OPEN}, within)
+        if state not in waiting or self.session is None:
             raise NotConnected(state)
         return await self.session.pair_phone(phone)
 

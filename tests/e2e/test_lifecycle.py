@@ -192,3 +192,9 @@ async def test_phone_pairing_code_by_command(qr_connector: Settings, nc: NATS) -
     assert opened.pair_code is None
     await cs.publish_command(nc, topology, "acme", "logout-1", {}, "logout")
     await eventually(lambda: cs.state_is(nc, topology, "acme", "logged_out"))
+    # pairing by phone again after a logout restarts the session and issues a new code
+    await cs.publish_command(
+        nc, topology, "acme", "pair-2", {"phone": "5511888888888"}, "pair_phone"
+    )
+    again = await eventually(lambda: cs.state_is(nc, topology, "acme", "pairing"))
+    assert again.pair_code not in (None, pairing.pair_code)
