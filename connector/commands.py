@@ -349,8 +349,14 @@ class CommandConsumer:
         finally:
             lane.last_sent_at = time.monotonic()
         SEND_SECONDS.observe(time.perf_counter() - started)
+        # `updated_at` = WhatsApp's timestamp, so an answer from the record is the same event
         record = await self._ledger.write_until_stored(
-            instance, command_id, SendState.SENT, message_id=sent.message_id, chat=sent.chat
+            instance,
+            command_id,
+            SendState.SENT,
+            message_id=sent.message_id,
+            chat=sent.chat,
+            now=sent.timestamp,
         )
         log.info("message sent", command_id=command_id, message_id=sent.message_id)
         await self._emit(

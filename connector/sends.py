@@ -97,14 +97,32 @@ class SendLedger:
         return record
 
     async def write_until_stored(
-        self, instance: str, command_id: str, state: SendState, **fields: str | None
+        self,
+        instance: str,
+        command_id: str,
+        state: SendState,
+        *,
+        message_id: str | None = None,
+        chat: str | None = None,
+        error_code: str | None = None,
+        error: str | None = None,
+        now: datetime | None = None,
     ) -> SendRecord:
         """Write a final record, waiting out a NATS outage: the send already happened, and
         forgetting it would make the redelivered command look unfinished."""
         delay = 0.1
         while True:
             try:
-                return await self.write(instance, command_id, state, **fields)  # type: ignore[arg-type]
+                return await self.write(
+                    instance,
+                    command_id,
+                    state,
+                    message_id=message_id,
+                    chat=chat,
+                    error_code=error_code,
+                    error=error,
+                    now=now,
+                )
             except UNAVAILABLE as error:
                 log.warning(
                     "send record not stored yet, retrying",
