@@ -241,6 +241,11 @@ class CommandConsumer:
             lane.busy = True
             try:
                 await self.handle(instance, lane, message)
+            except UNAVAILABLE as error:
+                ERRORS.labels("command_nats_unavailable").inc()
+                log.warning(
+                    "NATS unavailable mid-command; it will be redelivered", error=repr(error)
+                )
             except Exception:
                 ERRORS.labels("command_crashed").inc()
                 log.exception("command handling crashed; it will be redelivered")
