@@ -1,9 +1,14 @@
 """The engine port: what the connector needs from a WhatsApp implementation (neonize, sim).
 
-An engine opens one `EngineSession` per instance. A session reports what happens to it through
-the `SessionListener` the connector hands it (QR codes, open, close, inbound events); the
-connector's session supervisor implements that listener and owns every decision (reconnect,
-backoff, status). Engines decide nothing.
+An engine opens an `EngineSession` for an instance on each connect attempt: the supervisor calls
+`open_session` + `connect`, and after a close it calls `disconnect` on that session before it
+opens the next one (after the backoff). An engine must therefore not reconnect by itself
+(whatsmeow's auto-reconnect off), and a session's stored credentials must be found again by the
+next `open_session` of the same instance. A session reports what happens to it through the
+`SessionListener` the connector hands it (QR codes, open, close, inbound events); the listener of
+a replaced session ignores its lifecycle reports but still publishes its inbound events. The
+connector's session supervisor owns every decision (reconnect, backoff, status). Engines decide
+nothing.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ class DisconnectReason(StrEnum):
     """The device was unlinked (from the phone, or by WhatsApp); the session is gone."""
     QR_EXHAUSTED = "qr_exhausted"
     """Nobody scanned the QR through the configured number of refreshes."""
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    """Reconnecting failed `WABUS_RECONNECT_MAX_ATTEMPTS` times in a row."""
     STOPPED = "stopped"
     """wabus itself closed the session (instance stopped or deleted, shutdown)."""
     UNKNOWN = "unknown"
@@ -49,5 +51,6 @@ _PERMANENT = frozenset(
         DisconnectReason.CLIENT_OUTDATED,
         DisconnectReason.LOGGED_OUT,
         DisconnectReason.QR_EXHAUSTED,
+        DisconnectReason.RETRIES_EXHAUSTED,
     }
 )

@@ -1,19 +1,30 @@
-"""Wires the connector together: NATS, streams, engine, publisher, command consumer, health app."""
+"""Wires the connector together: NATS, streams and buckets, engine, spool and publisher, the
+instance manager with its session supervisors, the command consumer, and the health app."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from connector.buckets import ensure_buckets, ensure_instance
 from connector.commands import CommandConsumer
 from connector.engine import Engine
 from connector.engines.sim import SimEngine
+from connector.instances import InstanceManager
+from connector.leases import Leases
+from connector.lifecycle import Policy
+from connector.pacing import Pacing
 from connector.publisher import EventPublisher
-from connector.sessions import Sessions
+from connector.sends import SendLedger
 from connector.sim_control import subscribe_sim_controls
+from connector.spool import Spool
+from connector.status import StatusBoard
 from wabus.health import health_routes
 from wabus.logs import configure_logging, get_logger
 from wabus.natsbus import connect, ensure_streams, streams_present
@@ -22,31 +33,85 @@ from wabus.settings import EngineName, Settings
 
 log = get_logger(__name__)
 
+SPOOL_FILE = "spool.sqlite3"
+EXECUTOR_SPARE = 8
+"""Workers beyond one per session, for the short blocking calls everything else makes."""
+
 
 def build_engine(settings: Settings) -> Engine:
     if settings.engine is EngineName.SIM:
-        return SimEngine()
+        return SimEngine(
+            pairing=settings.sim_pairing,
+            qr_interval=settings.sim_qr_interval,
+            data_dir=settings.data_dir / "sim",
+        )
     # Imported only when chosen: importing neonize loads its Go library.
     from connector.engines.neonize import build_neonize_engine
 
     return build_neonize_engine(settings)
 
 
-def create_health_app(settings: Settings, readiness: dict[str, bool]) -> Starlette:
+def size_executor(settings: Settings) -> None:
+    """Each neonize session holds a worker of the loop's default executor for its whole life
+    (every Go call goes through `asyncio.to_thread`), so the pool must exceed the session cap."""
+    workers = settings.max_sessions + EXECUTOR_SPARE
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wabus-engine")
+    )
+
+
+def create_health_app(readiness: dict[str, bool]) -> Starlette:
     async def ready(request: Request) -> dict[str, bool]:
         return dict(readiness)
 
     return Starlette(routes=health_routes(ready))
 
 
+def connector_id(settings: Settings) -> str:
+    return settings.connector_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
 async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set; NATS outages are waited out, never fatal."""
+    size_executor(settings)
     nc = await connect(settings, "wabus-connector")
     js = nc.jetstream()
+    topology = settings.topology
     await ensure_streams(js, settings)
-    publisher = EventPublisher(js, settings.topology)
+    await ensure_buckets(js, topology, settings.lease_ttl if settings.leases else None)
+
+    def connected() -> bool:
+        return bool(nc.is_connected)
+
+    def reconnects() -> int:
+        return int(nc.stats["reconnects"])
+
+    spool = Spool(settings.data_dir / SPOOL_FILE, settings.spool_max_events)
+    publisher = EventPublisher(js, topology, spool, connected)
+    board = StatusBoard(js, topology, connected)
     engine = build_engine(settings)
-    sessions = Sessions(engine, publisher.emit)
+    policy = Policy(
+        qr_max_refreshes=settings.qr_max_refreshes,
+        backoff_base=settings.reconnect_base,
+        backoff_max=settings.reconnect_max,
+        max_attempts=settings.reconnect_max_attempts,
+    )
+    me = connector_id(settings)
+    leases = Leases(js, topology, me, settings.lease_ttl) if settings.leases else None
+    instances = InstanceManager(
+        engine, publisher.emit, publisher.emit, board, policy, me, settings.max_sessions, leases
+    )
+    pacing = Pacing(settings.pacing_interval, settings.send_jitter, settings.send_typing)
+    consumer = CommandConsumer(
+        js,
+        topology,
+        instances,
+        publisher.emit,
+        SendLedger(js, topology),
+        pacing,
+        settings.command_ack_wait,
+        reconnects,
+    )
     readiness = {"nats": True, "streams": True}
 
     async def watch_readiness() -> None:
@@ -54,29 +119,60 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
             readiness["nats"] = nc.is_connected
             readiness["streams"] = nc.is_connected and await streams_present(js, settings)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=5.0)
+                await asyncio.wait_for(stop.wait(), 2.0)
+
+    async def consume_when_loaded() -> None:
+        # Commands of an instance not restored yet would be refused as unknown.
+        loaded = asyncio.create_task(instances.loaded.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        loaded.cancel()
+        stopping.cancel()
+        if not stop.is_set():
+            await consumer.run(stop)
 
     sim_subscription = None
     if isinstance(engine, SimEngine):
-        sim_subscription = await subscribe_sim_controls(nc, settings.topology, engine, sessions)
-    consumer = CommandConsumer(js, settings.topology, sessions, publisher.emit)
-    log.info("connector started", engine=engine.name, nats=settings.nats_url, port=settings.port)
+        sim_subscription = await subscribe_sim_controls(nc, topology, engine)
+    log.info(
+        "connector started",
+        connector=me,
+        engine=engine.name,
+        nats=settings.nats_url,
+        port=settings.port,
+        max_sessions=settings.max_sessions,
+    )
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(consumer.run(stop))
+            tasks.create_task(instances.watch(js, topology, stop, reconnects))
+            tasks.create_task(consume_when_loaded())
+            tasks.create_task(instances.keep_leases(stop))
+            tasks.create_task(publisher.drain(stop))
+            tasks.create_task(board.run(stop))
             tasks.create_task(watch_readiness())
             tasks.create_task(
-                serve_app(
-                    create_health_app(settings, readiness), settings.host, settings.port, stop
-                )
+                serve_app(create_health_app(readiness), settings.host, settings.port, stop)
             )
     finally:
         if sim_subscription is not None:
-            await sim_subscription.unsubscribe()
-        await sessions.close()
+            with contextlib.suppress(Exception):
+                await sim_subscription.unsubscribe()
+        await instances.close()
         await engine.close()
-        await nc.drain()
-        log.info("connector stopped")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), 10)
+        spool.close()
+        log.info("connector stopped", spool_depth=len(spool))
+
+
+async def ensure_dev_instance(settings: Settings, instance: str) -> None:
+    """`wabus dev` on a first run: an instance to play with, as the relay would create it."""
+    nc = await connect(settings, "wabus-dev")
+    try:
+        if await ensure_instance(nc.jetstream(), settings.topology, instance):
+            log.info("instance created for local development", instance=instance)
+    finally:
+        await nc.close()
 
 
 def main() -> None:

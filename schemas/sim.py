@@ -12,6 +12,17 @@ FAIL_NEXT_SENDS = "fail_next_sends"
 SENT = "sent"
 """A request answered with `{"ok": true, "sent": [{"message_id", "data"}, …]}`: every send the
 sim engine recorded for the instance, in order (what tests assert a reply against)."""
+ACTIVITY = "activity"
+"""A request answered with `{"ok": true, "reads": […], "presences": […]}`: the read receipts and
+presence updates the sim engine was asked for, in order."""
+SCAN = "scan"
+"""Complete pairing: the QR (or pairing code) shown was scanned on the phone."""
+DROP = "drop"
+"""Drop the connection as a network failure would (the connector reconnects)."""
+LOGOUT = "logout"
+"""Unlink the device from the phone's side: the session ends as `logged_out`."""
+FAIL_CONNECT = "fail_connect"
+"""Make the next `count` connect attempts fail (`{"count": N}`), as an unreachable network."""
 
 
 class SimInbound(ContractModel):
@@ -28,6 +39,11 @@ class SimInbound(ContractModel):
     type: MessageKind = MessageKind.TEXT
     push_name: str | None = None
     media: Media | None = None
+    media_base64: str | None = Field(
+        default=None,
+        max_length=22_000_000,
+        description="Media bytes to deliver with the message (the connector stores them).",
+    )
     repeat: int = Field(default=1, ge=1, le=1_000_000)
     interval_ms: float = Field(default=0, ge=0, le=60_000)
 
@@ -38,3 +54,9 @@ class SimFailNextSends(ContractModel):
     count: int = Field(default=1, ge=1)
     code: str = "sim_failure"
     retryable: bool = False
+
+
+class SimFailConnect(ContractModel):
+    """Make the next `count` connect attempts fail with a network error."""
+
+    count: int = Field(default=1, ge=1, le=1000)

@@ -23,7 +23,7 @@ import nats
 from nats.aio.client import Client as NATS
 from pydantic import SecretStr
 
-from connector.service import run_connector
+from connector.service import ensure_dev_instance, run_connector
 from relay.app import create_app
 from relay.webhooks.signature import new_secret
 from wabus.console import (
@@ -40,6 +40,7 @@ from wabus.serve import serve_app
 from wabus.settings import EngineName, Settings
 
 DEV_FILE = "dev.json"
+DEV_INSTANCE = "default"
 LOOPBACK = "127.0.0.1"
 
 
@@ -230,6 +231,7 @@ async def run_dev(
     nc: NATS | None = None
     stdin_reader = False
     try:
+        await ensure_dev_instance(connector, DEV_INSTANCE)
         # Subscribed before the connector starts, so that its first QR is not missed.
         nc = await nats.connect(nats_url, name="wabus-dev-console")
         console = DevConsole(nc, relay, echo, phone)

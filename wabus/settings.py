@@ -10,7 +10,7 @@ import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -140,6 +140,25 @@ class Settings(BaseSettings):
     )
     max_wait_seconds: float = Field(default=30.0, gt=0, le=120, validation_alias="WABUS_MAX_WAIT")
 
+    # connector: sessions, pacing, spool (issue 3)
+    max_sessions: int = Field(default=64, ge=1, le=10_000, validation_alias="WABUS_MAX_SESSIONS")
+    qr_max_refreshes: int = Field(default=5, ge=0, validation_alias="WABUS_QR_MAX_REFRESHES")
+    reconnect_base: float = Field(default=1.0, gt=0, validation_alias="WABUS_RECONNECT_BASE")
+    reconnect_max: float = Field(default=60.0, gt=0, validation_alias="WABUS_RECONNECT_MAX")
+    reconnect_max_attempts: int = Field(
+        default=0, ge=0, validation_alias="WABUS_RECONNECT_MAX_ATTEMPTS"
+    )
+    send_interval: float | None = Field(default=None, ge=0, validation_alias="WABUS_SEND_INTERVAL")
+    send_jitter: float = Field(default=0.3, ge=0, le=1, validation_alias="WABUS_SEND_JITTER")
+    send_typing: float = Field(default=0.0, ge=0, le=30, validation_alias="WABUS_SEND_TYPING")
+    spool_max_events: int = Field(default=100_000, ge=1, validation_alias="WABUS_SPOOL_MAX_EVENTS")
+    connector_id: str | None = Field(default=None, validation_alias="WABUS_CONNECTOR_ID")
+    sim_pairing: Literal["auto", "qr"] = Field(default="auto", validation_alias="WABUS_SIM_PAIRING")
+    sim_qr_interval: float = Field(default=20.0, gt=0, validation_alias="WABUS_SIM_QR_INTERVAL")
+    command_ack_wait: float = Field(default=30.0, ge=1, validation_alias="WABUS_COMMAND_ACK_WAIT")
+    leases: bool = Field(default=False, validation_alias="WABUS_LEASES")
+    lease_ttl: float = Field(default=30.0, ge=1, validation_alias="WABUS_LEASE_TTL")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys(cls, value: object) -> object:
@@ -187,6 +206,14 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith("whsec_"):
             raise ValueError("a Standard Webhooks secret starts with `whsec_`")
         return value
+
+    @property
+    def pacing_interval(self) -> float:
+        """Seconds between sends of one instance: `WABUS_SEND_INTERVAL`, else 1 s on WhatsApp and
+        none on the sim engine (demos and benchmarks are not at risk of a ban)."""
+        if self.send_interval is not None:
+            return self.send_interval
+        return 0.0 if self.engine is EngineName.SIM else 1.0
 
     @property
     def topology(self) -> Topology:

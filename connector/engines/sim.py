@@ -1,32 +1,54 @@
 """The `sim` engine: an in-process stand-in for the WhatsApp network.
 
-It behaves like the neonize engine seen from the connector — sessions open, inbound messages arrive
-as `message.received`, sends get a WhatsApp-like id — so end-to-end tests, demos and benchmarks run
-the real connector, bus and relay. It is never chosen silently: `WABUS_ENGINE=sim` says so.
-Controls arrive on `<prefix>.sim.<instance>.<action>` (see `schemas.sim`).
+It behaves like the neonize engine seen from the connector — sessions connect (or wait for a QR
+scan), inbound messages arrive as `message.received`, sends get a WhatsApp-like id, connections
+drop and devices get logged out — so end-to-end tests, demos and benchmarks run the real
+connector, bus and relay. It is never chosen silently: `WABUS_ENGINE=sim` says so. Controls
+arrive on `<prefix>.sim.<instance>.<action>` (see `schemas.sim`).
+
+The network side of an instance (paired or not, what was sent) is a `SimDevice` that outlives
+connections; with a `data_dir` its send log is a file, so it also outlives a killed connector, as
+WhatsApp's record of a message outlives the client that sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import secrets
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from connector.engine import Account, SendError, SentMessage, SessionListener
+from connector.engine import Account, ConnectError, SendError, SentMessage, SessionListener
 from connector.reasons import DisconnectReason
 from schemas.commands import MarkRead, Presence, SendMessage
 from schemas.envelope import utc_now
 from schemas.events import MessageReceived
-from schemas.sim import FAIL_NEXT_SENDS, INBOUND, SENT, SimFailNextSends, SimInbound
+from schemas.sim import (
+    ACTIVITY,
+    DROP,
+    FAIL_CONNECT,
+    FAIL_NEXT_SENDS,
+    INBOUND,
+    LOGOUT,
+    SCAN,
+    SENT,
+    SimFailConnect,
+    SimFailNextSends,
+    SimInbound,
+)
 from wabus.logs import get_logger
 
 log = get_logger(__name__)
 
 SIM_PHONE = "15550000000"
+SimPairing = Literal["auto", "qr"]
 
 
 def whatsapp_like_id() -> str:
@@ -42,41 +64,109 @@ class SimControlError(ValueError):
     """A sim control message that cannot be played."""
 
 
-class SimSession:
-    """One simulated linked device; records what it was asked to do."""
+class SimDevice:
+    """The network's view of one instance: linked or not, and every message it sent."""
 
-    def __init__(
-        self, instance: str, listener: SessionListener, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, instance: str, paired: bool, log_path: Path | None) -> None:
         self.instance = instance
-        self._listener = listener
-        self._clock = clock
-        self.sent: list[tuple[str, SendMessage]] = []
-        self.reads: list[MarkRead] = []
-        self.presences: list[Presence] = []
+        self.paired = paired
+        self.sent: list[dict[str, Any]] = []
         self.failure: SimFailNextSends | None = None
         self.failures_left = 0
-        self._players: set[asyncio.Task[None]] = set()
+        self.failing_connects = 0
+        self.reads: list[MarkRead] = []
+        self.presences: list[Presence] = []
+        self._log_path = log_path
+        if log_path and log_path.exists():
+            self.sent = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+
+    def record(self, message_id: str, message: SendMessage) -> None:
+        entry = {"message_id": message_id, "data": message.model_dump(mode="json")}
+        self.sent.append(entry)
+        if self._log_path:
+            with self._log_path.open("a") as file:
+                file.write(json.dumps(entry) + "\n")
+                file.flush()
+
+
+class SimSession:
+    """One connection of a simulated linked device; records what it was asked to do."""
+
+    def __init__(
+        self,
+        device: SimDevice,
+        listener: SessionListener,
+        clock: Callable[[], datetime],
+        qr_interval: float,
+    ) -> None:
+        self.instance = device.instance
+        self.device = device
+        self._listener = listener
+        self._clock = clock
+        self._qr_interval = qr_interval
+        self.is_open = False
+        self.in_qr = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sent(self) -> list[tuple[str, SendMessage]]:
+        from schemas.commands import parse_send
+
+        return [(entry["message_id"], parse_send(entry["data"])) for entry in self.device.sent]
 
     async def connect(self) -> None:
+        if self.device.failing_connects > 0:
+            self.device.failing_connects -= 1
+            raise ConnectError(DisconnectReason.NETWORK, "sim: failed to dial (fail_connect)")
+        if self.device.paired:
+            await self._open()
+        else:
+            self.in_qr = True
+            self._spawn(self._show_qr_codes())
+
+    async def _open(self) -> None:
+        self.in_qr, self.is_open = False, True
         account = Account(jid=f"{SIM_PHONE}@s.whatsapp.net", phone=SIM_PHONE, push_name="wabus sim")
-        await self._listener.on_open(account)
         log.info("sim session open", instance=self.instance)
+        await self._listener.on_open(account)
+
+    async def _show_qr_codes(self) -> None:
+        while self.in_qr:
+            code = "2@" + secrets.token_urlsafe(48)
+            expires = self._clock() + timedelta(seconds=self._qr_interval)
+            await self._listener.on_qr(code, expires)
+            await asyncio.sleep(self._qr_interval)
+
+    async def scan(self) -> None:
+        self.device.paired = True
+        if self.in_qr:
+            await self._stop_tasks()
+            await self._open()
+
+    async def drop(self) -> None:
+        await self._end(DisconnectReason.NETWORK, "sim: connection dropped")
 
     async def disconnect(self) -> None:
-        await self._stop_players()
-        await self._listener.on_close(DisconnectReason.STOPPED, "disconnected by wabus")
+        await self._end(DisconnectReason.STOPPED, "disconnected by wabus")
+
+    async def _end(self, reason: DisconnectReason, detail: str) -> None:
+        await self._stop_tasks()
+        self.is_open = self.in_qr = False
+        await self._listener.on_close(reason, detail)
 
     async def send(self, message: SendMessage) -> SentMessage:
-        if self.failure and self.failures_left > 0:
-            self.failures_left -= 1
+        if not self.is_open:
+            raise SendError("not_connected", "the sim session is not open", retryable=True)
+        device = self.device
+        if device.failure and device.failures_left > 0:
+            device.failures_left -= 1
             raise SendError(
-                self.failure.code,
+                device.failure.code,
                 "failed by the sim engine on request",
-                retryable=self.failure.retryable,
+                retryable=device.failure.retryable,
             )
         message_id = whatsapp_like_id()
-        self.sent.append((message_id, message))
+        device.record(message_id, message)
         return SentMessage(message_id=message_id, chat=to_jid(message.to), timestamp=self._clock())
 
     async def pair_phone(self, phone: str) -> str:
@@ -86,21 +176,32 @@ class SimSession:
         return code
 
     async def logout(self) -> None:
-        await self._stop_players()
-        await self._listener.on_close(DisconnectReason.LOGGED_OUT, "logged out on request")
+        self.device.paired = False
+        await self._end(DisconnectReason.LOGGED_OUT, "logged out")
 
     async def mark_read(self, request: MarkRead) -> None:
-        self.reads.append(request)
+        self.device.reads.append(request)
 
     async def set_presence(self, request: Presence) -> None:
-        self.presences.append(request)
+        self.device.presences.append(request)
 
     def play(self, inbound: SimInbound) -> None:
-        task = asyncio.create_task(self._play(inbound))
-        self._players.add(task)
-        task.add_done_callback(self._players.discard)
+        if not self.is_open:
+            raise SimControlError(f"the sim session of {self.instance!r} is not open")
+        media = None
+        if inbound.media_base64 is not None:
+            try:
+                media = base64.b64decode(inbound.media_base64, validate=True)
+            except binascii.Error as error:
+                raise SimControlError(f"media_base64: {error}") from error
+        self._spawn(self._play(inbound, media))
 
-    async def _play(self, inbound: SimInbound) -> None:
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _play(self, inbound: SimInbound, media: bytes | None) -> None:
         base_id = inbound.id or whatsapp_like_id()
         sender = to_jid(inbound.from_)
         chat = to_jid(inbound.chat) if inbound.chat else sender
@@ -120,45 +221,84 @@ class SimSession:
                 is_group=chat.endswith("@g.us"),
                 media=inbound.media,
             )
-            await self._listener.on_event(data, source_id=message_id)
+            await self._listener.on_event(data, source_id=message_id, media=media)
             if inbound.interval_ms and number < inbound.repeat:
                 await asyncio.sleep(inbound.interval_ms / 1000)
 
-    async def _stop_players(self) -> None:
-        for task in list(self._players):
+    async def _stop_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._players, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SimEngine:
+    """Sessions start paired (`pairing="auto"`) or wait for a `scan` while showing QR codes
+    every `qr_interval` seconds (`pairing="qr"`)."""
+
     name = "sim"
 
-    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        pairing: SimPairing = "auto",
+        qr_interval: float = 20.0,
+        data_dir: Path | None = None,
+    ) -> None:
         self._clock = clock
+        self._pairing = pairing
+        self._qr_interval = qr_interval
+        self._data_dir = data_dir
+        self.devices: dict[str, SimDevice] = {}
         self.sessions: dict[str, SimSession] = {}
+        """The latest connection of each instance."""
+
+    def device(self, instance: str) -> SimDevice:
+        device = self.devices.get(instance)
+        if device is None:
+            log_path = None
+            if self._data_dir:
+                self._data_dir.mkdir(parents=True, exist_ok=True)
+                log_path = self._data_dir / f"{instance}.sent.jsonl"
+            device = SimDevice(instance, self._pairing == "auto", log_path)
+            self.devices[instance] = device
+        return device
 
     def open_session(self, instance: str, listener: SessionListener) -> SimSession:
-        session = SimSession(instance, listener, self._clock)
+        session = SimSession(self.device(instance), listener, self._clock, self._qr_interval)
         self.sessions[instance] = session
         return session
 
     async def control(self, instance: str, action: str, payload: bytes) -> dict[str, Any]:
-        """Play one control message (`inbound`, `fail_next_sends`, `sent`); returns the answer."""
+        """Play one control message (see `schemas.sim`); returns the answer."""
         session = self.sessions.get(instance)
         if session is None:
             raise SimControlError(f"no session for instance {instance!r}")
+        device = session.device
         try:
             if action == INBOUND:
                 session.play(SimInbound.model_validate_json(payload))
             elif action == FAIL_NEXT_SENDS:
                 failure = SimFailNextSends.model_validate_json(payload)
-                session.failure, session.failures_left = failure, failure.count
+                device.failure, device.failures_left = failure, failure.count
             elif action == SENT:
-                sent = [
-                    {"message_id": message_id, "data": message.model_dump(mode="json")}
-                    for message_id, message in session.sent
-                ]
-                return {"ok": True, "sent": sent}
+                return {"ok": True, "sent": list(device.sent)}
+            elif action == ACTIVITY:
+                return {
+                    "ok": True,
+                    "reads": [read.model_dump(mode="json") for read in device.reads],
+                    "presences": [p.model_dump(mode="json") for p in device.presences],
+                }
+            elif action == SCAN:
+                await session.scan()
+            elif action == DROP:
+                await session.drop()
+            elif action == LOGOUT:
+                await session.logout()
+            elif action == FAIL_CONNECT:
+                device.failing_connects = SimFailConnect.model_validate_json(payload or b"{}").count
             else:
                 raise SimControlError(f"unknown sim action {action!r}")
         except ValidationError as error:
@@ -167,5 +307,5 @@ class SimEngine:
 
     async def close(self) -> None:
         for session in self.sessions.values():
-            await session._stop_players()
+            await session._stop_tasks()
         self.sessions.clear()

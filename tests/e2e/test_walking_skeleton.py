@@ -17,6 +17,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from relay.client import RelayClient
+from tests import connector_support as cs
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port
@@ -87,6 +88,8 @@ async def test_inbound_message_to_verified_webhook_and_signed_send_back(
     stack: tuple[Receiver, str], nc: NATS, settings: Settings
 ) -> None:
     receiver, relay_url = stack
+    await cs.create_instance(nc, settings.topology, "acme")
+    await eventually(lambda: cs.state_is(nc, settings.topology, "acme", "open"), timeout=20)
 
     inbound = {"from": "5511999999999", "text": "olá, wabus"}
     answer = await nc.request(

@@ -11,9 +11,8 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
-from connector.service import run_connector
-from schemas.envelope import Envelope, encode, utc_now
-from tests.support import eventually, stored_envelopes
+from tests import connector_support as cs
+from tests.support import eventually
 from wabus.embedded import free_port
 from wabus.settings import Settings
 
@@ -21,38 +20,20 @@ from wabus.settings import Settings
 @pytest.fixture
 async def connector(settings: Settings, nc: NATS) -> AsyncIterator[Settings]:
     settings = settings.model_copy(update={"port": free_port()})
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_connector(settings, stop))
-    await eventually(lambda: _streams_exist(nc, settings))
-    yield settings
-    stop.set()
-    await asyncio.wait_for(task, 15)
-
-
-async def _streams_exist(nc: NATS, settings: Settings) -> bool:
-    try:
-        await nc.jetstream().stream_info(settings.topology.commands_stream)
-    except Exception:
-        return False
-    return True
+    async with cs.connector_running(settings, nc):
+        await cs.create_instance(nc, settings.topology, "acme")
+        await eventually(lambda: cs.state_is(nc, settings.topology, "acme", "open"))
+        yield settings
 
 
 async def events_of(nc: NATS, settings: Settings, event_type: str) -> list[dict[str, Any]]:
-    envelopes = await stored_envelopes(nc.jetstream(), settings.topology.events_stream)
-    return [e for e in envelopes if e["type"] == event_type]
+    return await cs.events_of(nc, settings.topology, event_type)
 
 
 async def publish_command(
     nc: NATS, settings: Settings, command_id: str, data: dict[str, Any]
 ) -> None:
-    envelope = Envelope[dict[str, Any]](
-        id=command_id, type="send", instance="acme", timestamp=utc_now(), data=data
-    )
-    await nc.jetstream().publish(
-        settings.topology.command("acme", "send"),
-        encode(envelope),
-        headers={"Nats-Msg-Id": command_id},
-    )
+    await cs.publish_command(nc, settings.topology, "acme", command_id, data)
 
 
 async def test_sim_inbound_lands_in_wa_events_with_a_stable_id(

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from connector.engine import Account, SendError
+from connector.engine import Account, ConnectError, SendError
 from connector.engines.sim import SimControlError, SimEngine, SimSession
 from connector.reasons import DisconnectReason
 from schemas.commands import SendText
@@ -21,6 +23,7 @@ class Listener:
     def __init__(self) -> None:
         self.reports: list[tuple[str, object]] = []
         self.events: list[tuple[EventData, str | None]] = []
+        self.media: list[bytes] = []
 
     async def on_qr(self, code: str, expires_at: datetime) -> None:
         self.reports.append(("qr", code))
@@ -39,6 +42,8 @@ class Listener:
     ) -> None:
         self.reports.append(("event", data))
         self.events.append((data, source_id))
+        if media is not None:
+            self.media.append(media)
 
     def messages(self) -> list[tuple[MessageReceived, str | None]]:
         return [(data, source) for data, source in self.events if isinstance(data, MessageReceived)]
@@ -131,3 +136,66 @@ def test_reason_predicates() -> None:
     assert not DisconnectReason.NETWORK.is_permanent
     assert DisconnectReason.STOPPED.is_expected
     assert not DisconnectReason.STREAM_REPLACED.wipes_session
+
+
+async def test_unpaired_device_shows_qr_codes_until_scanned() -> None:
+    engine = SimEngine(pairing="qr", qr_interval=0.01)
+    listener = Listener()
+    session = engine.open_session("acme", listener)
+    await session.connect()
+    while len([r for r in listener.reports if r[0] == "qr"]) < 3:
+        await asyncio.sleep(0.005)
+    codes = [code for kind, code in listener.reports if kind == "qr"]
+    assert len(set(codes)) == len(codes)  # every refresh is a new code
+    assert all(isinstance(code, str) and code.startswith("2@") for code in codes)
+    await engine.control("acme", "scan", b"")
+    assert listener.reports[-1][0] == "open"
+    shown = len(listener.reports)
+    await asyncio.sleep(0.05)
+    assert len(listener.reports) == shown  # no QR after pairing
+    await engine.close()
+
+
+async def test_drop_logout_and_failing_connects() -> None:
+    engine, _, listener = await open_session()
+    await engine.control("acme", "drop", b"")
+    assert listener.reports[-1] == ("close", DisconnectReason.NETWORK)
+    await engine.control("acme", "fail_connect", b'{"count": 2}')
+    for _ in range(2):
+        with pytest.raises(ConnectError) as raised:
+            await engine.open_session("acme", listener).connect()
+        assert raised.value.reason is DisconnectReason.NETWORK
+    again = engine.open_session("acme", listener)
+    await again.connect()
+    assert listener.reports[-1][0] in {"open"}
+    await engine.control("acme", "logout", b"")
+    assert listener.reports[-1] == ("close", DisconnectReason.LOGGED_OUT)
+    after_logout = Listener()
+    await engine.open_session("acme", after_logout).connect()
+    assert after_logout.reports == []  # unpaired now: waits for a QR scan, not open
+    await engine.close()
+
+
+async def test_inbound_media_bytes_reach_the_listener() -> None:
+    engine, _, listener = await open_session()
+    payload = {
+        "from": "5511999999999", "type": "image", "media": {"mimetype": "image/png"},
+        "media_base64": base64.b64encode(b"\x89PNG fake").decode(),
+    }  # fmt: skip
+    await engine.control("acme", "inbound", json.dumps(payload).encode())
+    while not listener.media:
+        await asyncio.sleep(0.005)
+    assert listener.media == [b"\x89PNG fake"]
+    with pytest.raises(SimControlError):
+        await engine.control("acme", "inbound", b'{"from": "5511999999999", "media_base64": "!"}')
+
+
+async def test_send_log_outlives_the_engine_when_kept_on_disk(tmp_path: Path) -> None:
+    engine = SimEngine(data_dir=tmp_path)
+    session = engine.open_session("acme", Listener())
+    await session.connect()
+    sent = await session.send(SendText(to="5511999999999", text="kept"))
+    restarted = SimEngine(data_dir=tmp_path)
+    restarted.open_session("acme", Listener())
+    answer = await restarted.control("acme", "sent", b"")
+    assert [entry["message_id"] for entry in answer["sent"]] == [sent.message_id]

@@ -1,0 +1,243 @@
+"""Instances as data: the configuration bucket says which sessions should run; this makes it so.
+
+The watch starts with every key's current value (so a restart restores every instance), then
+follows changes: a new key starts a session, `desired_state: stopped` stops it, a deleted key stops
+it and removes its status, and writing a key again restarts a session that ended (logged out,
+failed). The connector takes at most `WABUS_MAX_SESSIONS` sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import ValidationError
+
+from connector.engine import EmitEvent, Engine
+from connector.leases import Leases
+from connector.lifecycle import Policy
+from connector.metrics import ERRORS
+from connector.status import StatusBoard
+from connector.supervisor import MediaEmit, SessionSupervisor
+from schemas.envelope import utc_now
+from schemas.ids import is_instance_id
+from schemas.instances import InstanceConfig, InstanceStatus, SessionState
+from schemas.subjects import Topology
+from wabus.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class InstanceManager:
+    def __init__(
+        self,
+        engine: Engine,
+        emit: EmitEvent,
+        emit_media: MediaEmit,
+        board: StatusBoard,
+        policy: Policy,
+        connector_id: str,
+        max_sessions: int,
+        leases: Leases | None = None,
+    ) -> None:
+        self._leases = leases
+        self._desired: dict[str, tuple[InstanceConfig, int | None]] = {}
+        """Instances configured to run, with their config revision (held here or elsewhere)."""
+        self._engine = engine
+        self._emit = emit
+        self._emit_media = emit_media
+        self._board = board
+        self._policy = policy
+        self._connector_id = connector_id
+        self._max_sessions = max_sessions
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self.supervisors: dict[str, SessionSupervisor] = {}
+        self._revisions: dict[str, int | None] = {}
+        self.loaded = asyncio.Event()
+        """Set once the configuration present at start has been applied."""
+
+    def get(self, instance: str) -> SessionSupervisor | None:
+        return self.supervisors.get(instance)
+
+    def exists(self, instance: str) -> bool:
+        """In the configuration bucket (running or stopped)."""
+        return instance in self._revisions
+
+    def held_elsewhere(self, instance: str) -> bool:
+        """Configured to run, with leases on, and not held here: another connector's."""
+        return (
+            self._leases is not None
+            and instance in self._desired
+            and instance not in self.supervisors
+        )
+
+    async def apply(
+        self, instance: str, config: InstanceConfig | None, revision: int | None = None
+    ) -> None:
+        """Make the session of `instance` match `config` (None: the instance was deleted).
+        `revision` (of the config entry) tells a new write from the same one seen again."""
+        supervisor = self.supervisors.get(instance)
+        seen, self._revisions[instance] = self._revisions.get(instance), revision
+        if config is None:
+            self._revisions.pop(instance, None)
+        if config is None or config.desired_state == "stopped":
+            self._desired.pop(instance, None)
+            if supervisor is not None:
+                del self.supervisors[instance]
+                await supervisor.stop("deleted" if config is None else "desired_state stopped")
+                if self._leases:
+                    await self._leases.release(instance)
+            if config is None:
+                await self._board.forget(instance)
+            elif supervisor is None:
+                await self._board.put(self._stopped(instance))
+            log.info("instance stopped", instance=instance, deleted=config is None)
+            return
+        self._desired[instance] = (config, revision)
+        if supervisor is not None:
+            if revision is None or revision != seen:
+                supervisor.restart()
+            return
+        if self._leases and instance not in self._leases.held:
+            if len(self.supervisors) >= self._max_sessions:
+                return  # at capacity: leave it to a connector with room
+            if not await self._leases.acquire(instance):
+                log.info("instance held by another connector", instance=instance)
+                return
+        if len(self.supervisors) >= self._max_sessions:
+            ERRORS.labels("over_capacity").inc()
+            log.error("instance not started: connector at capacity", instance=instance)
+            await self._board.put(
+                InstanceStatus(
+                    instance=instance,
+                    state=SessionState.FAILED,
+                    reason_code="over_capacity",
+                    reason=f"this connector runs at most {self._max_sessions} sessions",
+                    connector=self._connector_id,
+                    updated_at=utc_now(),
+                )
+            )
+            return
+        supervisor = SessionSupervisor(
+            instance,
+            self._engine,
+            self._emit,
+            self._emit_media,
+            self._board,
+            self._policy,
+            self._connector_id,
+            random.Random(self._rng.random()),  # noqa: S311
+        )
+        self.supervisors[instance] = supervisor
+        supervisor.start()
+        log.info("instance started", instance=instance)
+
+    def _stopped(self, instance: str) -> InstanceStatus:
+        return InstanceStatus(
+            instance=instance,
+            state=SessionState.STOPPED,
+            reason_code="stopped",
+            reason="desired_state stopped",
+            connector=self._connector_id,
+            updated_at=utc_now(),
+        )
+
+    async def watch(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        stop: asyncio.Event,
+        reconnects: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """Follow the configuration bucket until `stop`. The watch is opened again after every
+        NATS reconnect (its ordered consumer may not have survived a server restart, and would
+        only notice after several missed heartbeats) and whenever it breaks; the fresh snapshot
+        is reconciled (instances missing from it are stopped)."""
+        while not stop.is_set():
+            try:
+                kv = await js.key_value(topology.config_bucket)
+                await self._follow(kv, stop, reconnects)
+            except Exception as error:
+                ERRORS.labels("config_watch").inc()
+                log.warning("config watch broke, reopening", error=repr(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        log.info("config watch stopped")
+
+    async def _follow(
+        self, kv: KeyValue, stop: asyncio.Event, reconnects: Callable[[], int]
+    ) -> None:
+        opened_at = reconnects()
+        watcher = await kv.watchall()
+        snapshot: set[str] | None = set()
+        try:
+            while not stop.is_set():
+                if reconnects() != opened_at:
+                    log.info("NATS reconnected: reopening the config watch")
+                    return
+                try:
+                    entry = await watcher.updates(timeout=0.25)  # type: ignore[no-untyped-call]
+                except NatsTimeoutError:
+                    continue
+                if entry is None:  # end of the initial values
+                    if snapshot is not None:
+                        for gone in set(self.supervisors) - snapshot:
+                            await self.apply(gone, None)
+                        snapshot = None
+                        self.loaded.set()
+                        log.info("instances restored", count=len(self.supervisors))
+                    continue
+                instance = entry.key
+                if not is_instance_id(instance):
+                    log.error("config key is not an instance id, ignored", key=instance)
+                    continue
+                if snapshot is not None:
+                    snapshot.add(instance)
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    await self.apply(instance, None)
+                    continue
+                try:
+                    config = InstanceConfig.model_validate_json(entry.value)
+                except ValidationError as error:
+                    ERRORS.labels("invalid_config").inc()
+                    log.error(
+                        "invalid instance config ignored", instance=instance, error=str(error)
+                    )
+                    continue
+                await self.apply(instance, config, entry.revision)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def keep_leases(self, stop: asyncio.Event) -> None:
+        """Renew held leases every third of the lease time; stop a session whose lease is lost
+        at once, and claim configured instances nobody holds (their connector died)."""
+        if self._leases is None:
+            return
+        leases = self._leases
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), leases.ttl / 3)
+            if stop.is_set():
+                return
+            for instance in await leases.renew():
+                supervisor = self.supervisors.pop(instance, None)
+                if supervisor is not None:
+                    await supervisor.stop("lease lost", report=False)
+            for instance, (config, revision) in list(self._desired.items()):
+                if instance not in self.supervisors:
+                    await self.apply(instance, config, revision)
+
+    async def close(self) -> None:
+        supervisors, self.supervisors = self.supervisors, {}
+        await asyncio.gather(
+            *(supervisor.stop("connector shutting down") for supervisor in supervisors.values())
+        )
+        if self._leases:
+            for instance in supervisors:
+                await self._leases.release(instance)

@@ -1,0 +1,133 @@
+"""The sends bucket: what became of each send command, the basis of idempotent sends.
+
+The record goes `sending` before the engine is called and `sent`/`failed` after, and the command
+is acked only then. A redelivered command therefore finds its record and is answered from it
+instead of being sent again. The one window left open is between WhatsApp accepting a message and
+the `sent` record being written (neonize cannot take our message id, so WhatsApp cannot dedupe for
+us): a command found `sending` is *not* sent again but answered `message.failed` with code
+`outcome_unknown` — at most once, never twice (docs/connector.md, "Idempotency").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from connector.publisher import UNAVAILABLE
+from schemas.envelope import utc_now
+from schemas.instances import SendRecord, SendState, send_record_key
+from schemas.subjects import Topology
+from wabus.logs import get_logger
+
+log = get_logger(__name__)
+
+OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+class SendLedger:
+    def __init__(self, js: JetStreamContext, topology: Topology) -> None:
+        self._js = js
+        self._topology = topology
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(self._topology.sends_bucket)
+        return self._kv
+
+    async def get(self, instance: str, command_id: str) -> SendRecord | None:
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(send_record_key(instance, command_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return SendRecord.model_validate_json(entry.value)
+
+    async def claim(self, instance: str, command_id: str, *, retake: bool = False) -> bool:
+        """Record `sending` unless a record exists (create, not put): of two deliveries of one
+        command racing each other, only one goes on to send. `retake`: this process knows the
+        existing `sending` record is its own and that nothing was sent, so it is overwritten."""
+        record = SendRecord(
+            command_id=command_id,
+            instance=instance,
+            state=SendState.SENDING,
+            updated_at=utc_now(),
+        )
+        kv = await self._bucket()
+        key, value = send_record_key(instance, command_id), record.model_dump_json().encode()
+        if retake:
+            await kv.put(key, value)
+            return True
+        try:
+            await kv.create(key, value)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def write(
+        self,
+        instance: str,
+        command_id: str,
+        state: SendState,
+        *,
+        message_id: str | None = None,
+        chat: str | None = None,
+        error_code: str | None = None,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> SendRecord:
+        record = SendRecord(
+            command_id=command_id,
+            instance=instance,
+            state=state,
+            message_id=message_id,
+            chat=chat,
+            error_code=error_code,
+            error=error,
+            updated_at=now or utc_now(),
+        )
+        kv = await self._bucket()
+        await kv.put(send_record_key(instance, command_id), record.model_dump_json().encode())
+        return record
+
+    async def write_until_stored(
+        self,
+        instance: str,
+        command_id: str,
+        state: SendState,
+        *,
+        message_id: str | None = None,
+        chat: str | None = None,
+        error_code: str | None = None,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> SendRecord:
+        """Write a final record, waiting out a NATS outage: the send already happened, and
+        forgetting it would make the redelivered command look unfinished."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.write(
+                    instance,
+                    command_id,
+                    state,
+                    message_id=message_id,
+                    chat=chat,
+                    error_code=error_code,
+                    error=error,
+                    now=now,
+                )
+            except UNAVAILABLE as error:
+                log.warning(
+                    "send record not stored yet, retrying",
+                    command_id=command_id,
+                    error=type(error).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
