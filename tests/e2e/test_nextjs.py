@@ -31,6 +31,7 @@ from standardwebhooks import Webhook
 from relay.auth import AuthError, sign_request, verify_request
 from schemas.instances import InstanceConfig
 from tests.conftest import API_KEY_ID, API_SECRET
+from tests.connector_support import state_is
 from tests.support import eventually
 from wabus.embedded import free_port
 from wabus.settings import ApiKey, Settings
@@ -279,6 +280,7 @@ async def create_instance(nc: NATS, settings: Settings, instance: str) -> None:
     now = datetime.now(UTC)
     config = InstanceConfig(id=instance, created_at=now, updated_at=now)
     await kv.put(instance, config.model_dump_json().encode())
+    await eventually(lambda: state_is(nc, settings.topology, instance, "open"), timeout=20)
 
 
 async def sim_sends(nc: NATS, settings: Settings, instance: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from connector.service import run_connector
 from relay.app import create_app
-from relay.client import RelayClient
+from relay.client import RelayClient, RelayError
 from schemas.envelope import encode, make_event
 from schemas.events import MessageKind, MessageReceived
 from tests.conftest import API_KEY_ID, API_SECRET
@@ -251,7 +251,11 @@ async def test_the_services_run_on_their_least_privilege_users(
             async with (
                 running(create_app(relay_settings)) as relay_url,
                 client(single_node.url("connector")) as (publisher, _),
+                RelayClient(relay_url, API_KEY_ID, API_SECRET) as api,
             ):
+                # the relay (its user) writes the instance; the connector (its user) runs it
+                await api.create_instance("acme")
+                await eventually(lambda: _state(api, "acme", "open"), timeout=20, interval=0.1)
                 message = MessageReceived(
                     message_id="3EB0AA", chat="5511999999999@s.whatsapp.net",
                     from_="5511999999999@s.whatsapp.net", from_me=False, type=MessageKind.TEXT,
@@ -269,8 +273,7 @@ async def test_the_services_run_on_their_least_privilege_users(
                     ),
                     timeout=20,
                 )
-                async with RelayClient(relay_url, API_KEY_ID, API_SECRET) as api:
-                    accepted = await api.send_text("acme", "5511888888888", "from the API")
+                accepted = await api.send_text("acme", "5511888888888", "from the API")
                 await receiver.wait_for(
                     lambda e: (
                         e["type"] == "message.sent"
@@ -283,6 +286,14 @@ async def test_the_services_run_on_their_least_privilege_users(
             stop.set()
             await connector_task
     print(json.dumps({"log": single_node.log.read_text()[-2000:]}))
+
+
+async def _state(api: RelayClient, instance: str, state: str) -> bool:
+    try:
+        status = await api.status(instance)
+    except RelayError:
+        return False
+    return bool(status.get("state") == state)
 
 
 async def test_buckets_and_media_follow_the_service_roles(single_node: Node) -> None:
