@@ -78,7 +78,12 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     topology = settings.topology
     await ensure_streams(js, settings)
-    await ensure_buckets(js, topology, settings.lease_ttl if settings.leases else None)
+    await ensure_buckets(
+        js,
+        topology,
+        settings.lease_ttl if settings.leases else None,
+        replicas=settings.stream_replicas,
+    )
 
     def connected() -> bool:
         return bool(nc.is_connected)

@@ -13,7 +13,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from relay.buckets import open_bucket
 from relay.endpoints import routes_of
 from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
@@ -25,6 +24,7 @@ from relay.routes.legacy import health_route
 from relay.state import RelayState
 from relay.webhooks.signature import WebhookSecret
 from relay.webhooks.worker import WebhookWorker
+from wabus.buckets import open_instance_buckets
 from wabus.health import health_routes
 from wabus.logs import get_logger
 from wabus.natsbus import connect, ensure_streams, streams_present
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         js = nc.jetstream()
         await ensure_streams(js, settings)
         replay = await ReplayGuard.open(nc, js, settings.topology)
-        topology = settings.topology
+        buckets = await open_instance_buckets(
+            js, settings.topology, replicas=settings.stream_replicas
+        )
         state = RelayState(
             settings,
             settings.keys,
@@ -62,9 +64,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             js,
             replay,
             RateLimiter(settings.rate_limit, settings.rate_burst),
-            config=await open_bucket(js, topology.config_bucket, "Instance configuration"),
-            status=await open_bucket(js, topology.status_bucket, "Instance status"),
-            sends=await open_bucket(js, topology.sends_bucket, "Send records"),
+            config=buckets.config,
+            status=buckets.status,
+            sends=buckets.sends,
         )
         stop = asyncio.Event()
         worker_task = None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import APIError, BucketNotFoundError
+from nats.js.errors import APIError
 
 from relay.auth import TOLERANCE_SECONDS
 from relay.jetstream import publish_acked
 from schemas.subjects import Topology
+from wabus.buckets import open_bucket
 
 WINDOW_SECONDS = 2 * TOLERANCE_SECONDS + 30
 _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
@@ -29,18 +29,12 @@ class ReplayGuard:
 
     @classmethod
     async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> ReplayGuard:
-        try:
-            await js.key_value(topology.replay_bucket)
-        except BucketNotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(
-                    bucket=topology.replay_bucket,
-                    description="Signatures of accepted relay requests (replay protection)",
-                    history=1,
-                    ttl=WINDOW_SECONDS,
-                    storage=StorageType.FILE,
-                )
-            )
+        await open_bucket(
+            js,
+            topology.replay_bucket,
+            "Signatures of accepted relay requests (replay protection)",
+            ttl=WINDOW_SECONDS,
+        )
         return cls(nc, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from connector.service import run_connector
@@ -18,6 +17,7 @@ from schemas.envelope import Envelope, encode, utc_now
 from schemas.instances import InstanceConfig, InstanceStatus
 from schemas.subjects import Topology
 from tests.support import eventually, stored_envelopes
+from wabus.buckets import open_instance_buckets
 from wabus.settings import Settings
 
 
@@ -27,11 +27,7 @@ async def create_instance(
     instance: str,
     desired_state: Literal["running", "stopped"] = "running",
 ) -> None:
-    js = nc.jetstream()
-    try:
-        kv = await js.key_value(topology.config_bucket)
-    except (BucketNotFoundError, NotFoundError):
-        kv = await js.create_key_value(KeyValueConfig(bucket=topology.config_bucket, history=1))
+    kv = (await open_instance_buckets(nc.jetstream(), topology)).config
     now = utc_now()
     config = InstanceConfig(
         id=instance,

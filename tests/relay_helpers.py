@@ -12,11 +12,11 @@ import httpx
 from nats.aio.client import Client as NATS
 from nats.js.api import ObjectMeta
 
-from relay.buckets import open_bucket
 from relay.client import signed_headers
 from schemas.envelope import utc_now
 from schemas.instances import InstanceStatus, SendRecord, send_record_key
 from tests.conftest import API_KEY_ID, API_SECRET
+from wabus.buckets import open_bucket
 from wabus.settings import Settings
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.errors import BucketNotFoundError
 from standardwebhooks import Webhook
 
 from relay.auth import AuthError, sign_request, verify_request
@@ -33,6 +32,7 @@ from schemas.instances import InstanceConfig
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.connector_support import state_is
 from tests.support import eventually
+from wabus.buckets import open_instance_buckets
 from wabus.embedded import free_port
 from wabus.settings import ApiKey, Settings
 
@@ -271,12 +271,7 @@ async def stack(
 
 async def create_instance(nc: NATS, settings: Settings, instance: str) -> None:
     """What the relay's create route does: an InstanceConfig in the config bucket."""
-    js = nc.jetstream()
-    bucket = settings.topology.config_bucket
-    try:
-        kv = await js.key_value(bucket)
-    except BucketNotFoundError:
-        kv = await js.create_key_value(bucket=bucket)
+    kv = (await open_instance_buckets(nc.jetstream(), settings.topology)).config
     now = datetime.now(UTC)
     config = InstanceConfig(id=instance, created_at=now, updated_at=now)
     await kv.put(instance, config.model_dump_json().encode())
