@@ -102,6 +102,10 @@ def relay(settings: Settings) -> Iterator[Relay]:
     serving.result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    # Let transports that are closing (NATS connections) finish on their own loop before it
+    # closes; otherwise their finalisers warn later, inside whichever test runs then.
+    loop.run_until_complete(asyncio.sleep(0.2))
+    loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
 
 
