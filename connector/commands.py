@@ -32,7 +32,6 @@ from connector.engine import EmitEvent, EngineSession, SendError
 from connector.instances import InstanceManager
 from connector.metrics import COMMANDS, ERRORS, SEND_SECONDS
 from connector.pacing import Pacing, send_delay
-from connector.publisher import UNAVAILABLE
 from connector.sends import OUTCOME_UNKNOWN, SendLedger
 from connector.supervisor import NotConnected, SessionSupervisor
 from connector.waiting import first_event, unless_stopped
@@ -54,6 +53,7 @@ from schemas.events import MessageFailed, MessageSent
 from schemas.instances import SendRecord, SendState
 from schemas.subjects import Topology, parse_subject
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 

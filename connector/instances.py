@@ -19,7 +19,6 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from connector.engine import EmitEvent, Engine
-from connector.leases import Leases
 from connector.lifecycle import Policy
 from connector.metrics import ERRORS
 from connector.status import StatusBoard
@@ -28,6 +27,7 @@ from schemas.envelope import utc_now
 from schemas.ids import is_instance_id
 from schemas.instances import InstanceConfig, InstanceStatus, SessionState
 from schemas.subjects import Topology
+from wabus.leases import Leases
 from wabus.logs import get_logger
 
 log = get_logger(__name__)

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 
-import nats.errors
 from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
@@ -26,13 +25,9 @@ from schemas.envelope import EventData, EventEnvelope, encode, make_event
 from schemas.events import Media, MessageReceived
 from schemas.subjects import Topology
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
-
-UNAVAILABLE = (nats.errors.Error, asyncio.TimeoutError)
-"""Errors that mean "NATS is not there right now" (timeouts, no responders while JetStream comes
-back, a closed or reconnecting connection, …): spool and try again later. Only `REJECTED` errors
-are final; when unsure, keep the event."""
 
 REJECTED = (BadRequestError, MaxPayloadError, BadSubjectError, BadHeaderError)
 """NATS refused the message itself: publishing it again cannot succeed."""

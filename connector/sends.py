@@ -17,11 +17,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from connector.publisher import UNAVAILABLE
 from schemas.envelope import utc_now
 from schemas.instances import SendRecord, SendState, send_record_key
 from schemas.subjects import Topology
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 

@@ -17,7 +17,6 @@ from connector.commands import CommandConsumer
 from connector.engine import Engine
 from connector.engines.sim import SimEngine
 from connector.instances import InstanceManager
-from connector.leases import Leases
 from connector.lifecycle import Policy
 from connector.pacing import Pacing
 from connector.publisher import EventPublisher
@@ -26,6 +25,7 @@ from connector.sim_control import subscribe_sim_controls
 from connector.spool import Spool
 from connector.status import StatusBoard
 from wabus.health import health_routes
+from wabus.leases import Leases
 from wabus.logs import configure_logging, get_logger
 from wabus.natsbus import connect, ensure_streams, streams_present
 from wabus.serve import run_until_signal, serve_app
@@ -102,7 +102,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         max_attempts=settings.reconnect_max_attempts,
     )
     me = connector_id(settings)
-    leases = Leases(js, topology, me, settings.lease_ttl) if settings.leases else None
+    leases = Leases(js, topology.leases_bucket, me, settings.lease_ttl) if settings.leases else None
     instances = InstanceManager(
         engine, publisher.emit, publisher.emit, board, policy, me, settings.max_sessions, leases
     )

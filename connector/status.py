@@ -13,11 +13,11 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from connector.publisher import UNAVAILABLE
 from connector.waiting import first_event
 from schemas.instances import InstanceStatus
 from schemas.subjects import Topology
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 

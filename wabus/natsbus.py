@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -15,6 +17,11 @@ from wabus.logs import get_logger
 from wabus.settings import Settings
 
 log = get_logger(__name__)
+
+UNAVAILABLE = (nats.errors.Error, asyncio.TimeoutError)
+"""Errors that mean "NATS is not there right now" (timeouts, no responders while JetStream comes
+back, a closed or reconnecting connection, …): keep the work and try again later. Only a rejection
+of the message itself is final; when unsure, keep it."""
 
 _RETENTION = {
     Retention.LIMITS: RetentionPolicy.LIMITS,

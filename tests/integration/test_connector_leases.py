@@ -8,10 +8,10 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from connector.buckets import ensure_buckets
-from connector.leases import Leases
 from tests import connector_support as cs
 from tests.support import eventually
 from wabus.embedded import free_port
+from wabus.leases import Leases
 from wabus.settings import Settings
 
 
@@ -20,11 +20,12 @@ async def test_a_lease_is_held_by_one_connector_until_it_expires(
 ) -> None:
     js, topology = nc.jetstream(), settings.topology
     await ensure_buckets(js, topology, lease_ttl=1.0)
-    first, second = Leases(js, topology, "a", 1.0), Leases(js, topology, "b", 1.0)
+    bucket = topology.leases_bucket
+    first, second = Leases(js, bucket, "a", 1.0), Leases(js, bucket, "b", 1.0)
     assert await first.acquire("acme")
     assert not await second.acquire("acme")
     assert await first.renew() == []
-    assert await Leases(js, topology, "a", 1.0).acquire("acme")  # "a" restarted: takes it back
+    assert await Leases(js, bucket, "a", 1.0).acquire("acme")  # "a" restarted: takes it back
     # "a" stops renewing: the lease expires and "b" may claim it; "a" learns it lost it
     await eventually(lambda: second.acquire("acme"), timeout=10, interval=0.2)
     assert await first.renew() == ["acme"]
