@@ -13,10 +13,7 @@ import contextlib
 import random
 from collections.abc import Callable
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import ValidationError
 
 from connector.engine import EmitEvent, Engine
 from connector.lifecycle import Policy
@@ -24,9 +21,9 @@ from connector.metrics import ERRORS
 from connector.status import StatusBoard
 from connector.supervisor import MediaEmit, SessionSupervisor
 from schemas.envelope import utc_now
-from schemas.ids import is_instance_id
 from schemas.instances import InstanceConfig, InstanceStatus, SessionState
 from schemas.subjects import Topology
+from wabus.configwatch import ConfigWatch
 from wabus.leases import Leases
 from wabus.logs import get_logger
 
@@ -60,6 +57,9 @@ class InstanceManager:
         self._revisions: dict[str, int | None] = {}
         self.loaded = asyncio.Event()
         """Set once the configuration present at start has been applied."""
+        self._watch = ConfigWatch(
+            self.apply, lambda: set(self.supervisors), lambda kind: ERRORS.labels(kind).inc()
+        )
 
     def get(self, instance: str) -> SessionSupervisor | None:
         return self.supervisors.get(instance)
@@ -154,65 +154,18 @@ class InstanceManager:
         stop: asyncio.Event,
         reconnects: Callable[[], int] = lambda: 0,
     ) -> None:
-        """Follow the configuration bucket until `stop`. The watch is opened again after every
-        NATS reconnect (its ordered consumer may not have survived a server restart, and would
-        only notice after several missed heartbeats) and whenever it breaks; the fresh snapshot
-        is reconciled (instances missing from it are stopped)."""
-        while not stop.is_set():
-            try:
-                kv = await js.key_value(topology.config_bucket)
-                await self._follow(kv, stop, reconnects)
-            except Exception as error:
-                ERRORS.labels("config_watch").inc()
-                log.warning("config watch broke, reopening", error=repr(error))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-        log.info("config watch stopped")
+        """Follow the configuration bucket until `stop` (see `wabus.configwatch`)."""
 
-    async def _follow(
-        self, kv: KeyValue, stop: asyncio.Event, reconnects: Callable[[], int]
-    ) -> None:
-        opened_at = reconnects()
-        watcher = await kv.watchall()
-        snapshot: set[str] | None = set()
+        async def restored() -> None:
+            await self._watch.loaded.wait()
+            self.loaded.set()
+            log.info("instances restored", count=len(self.supervisors))
+
+        announce = asyncio.create_task(restored())
         try:
-            while not stop.is_set():
-                if reconnects() != opened_at:
-                    log.info("NATS reconnected: reopening the config watch")
-                    return
-                try:
-                    entry = await watcher.updates(timeout=0.25)  # type: ignore[no-untyped-call]
-                except NatsTimeoutError:
-                    continue
-                if entry is None:  # end of the initial values
-                    if snapshot is not None:
-                        for gone in set(self.supervisors) - snapshot:
-                            await self.apply(gone, None)
-                        snapshot = None
-                        self.loaded.set()
-                        log.info("instances restored", count=len(self.supervisors))
-                    continue
-                instance = entry.key
-                if not is_instance_id(instance):
-                    log.error("config key is not an instance id, ignored", key=instance)
-                    continue
-                if snapshot is not None:
-                    snapshot.add(instance)
-                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    await self.apply(instance, None)
-                    continue
-                try:
-                    config = InstanceConfig.model_validate_json(entry.value)
-                except ValidationError as error:
-                    ERRORS.labels("invalid_config").inc()
-                    log.error(
-                        "invalid instance config ignored", instance=instance, error=str(error)
-                    )
-                    continue
-                await self.apply(instance, config, entry.revision)
+            await self._watch.run(js, topology, stop, reconnects)
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            announce.cancel()
 
     async def keep_leases(self, stop: asyncio.Event) -> None:
         """Renew held leases every third of the lease time; stop a session whose lease is lost
