@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount
 
+from relay.delivery.service import Deliveries, open_delivery_log
 from relay.endpoints import routes_of
 from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
@@ -22,8 +23,6 @@ from relay.routes import ENDPOINTS, V1_ROUTES
 from relay.routes.docs import docs_routes
 from relay.routes.legacy import health_route
 from relay.state import RelayState
-from relay.webhooks.signature import WebhookSecret
-from relay.webhooks.worker import WebhookWorker
 from wabus.buckets import open_instance_buckets
 from wabus.health import health_routes
 from wabus.logs import get_logger
@@ -67,23 +66,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             config=buckets.config,
             status=buckets.status,
             sends=buckets.sends,
+            deliveries=await Deliveries.open(js, settings, await open_delivery_log(settings)),
         )
         stop = asyncio.Event()
-        worker_task = None
-        if settings.webhook_url and settings.webhook_secret:
-            secret = WebhookSecret(settings.webhook_secret.get_secret_value())
-            worker = WebhookWorker(js, settings, settings.webhook_url, secret)
-            worker_task = asyncio.create_task(worker.run(stop))
-        else:
-            log.warning(
-                "WABUS_WEBHOOK_URL or WABUS_WEBHOOK_SECRET unset: webhooks are not delivered"
-            )
+        delivering = asyncio.create_task(state.deliveries.run(stop))
         try:
             yield {"relay": state}
         finally:
             stop.set()
-            if worker_task is not None:
-                await worker_task
+            await delivering
             await nc.drain()
 
     return Starlette(

@@ -207,6 +207,37 @@ class RelayClient:
         _raise_for_problem(response)
         return response.content, response.headers.get("content-type", "")
 
+    # webhook deliveries
+    async def deliveries(self, **filters: Any) -> dict[str, Any]:
+        """A page of the delivery log (`endpoint`, `instance`, `event_id`, `outcome`, `since`,
+        `until`, `limit`, `before`), newest first; its `next` is the following page's `before`."""
+        result: dict[str, Any] = await self._json("GET", "/v1/deliveries", query=filters)
+        return result
+
+    async def retry_delivery(self, event_id: str, endpoint: str = "global") -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            "POST", "/v1/deliveries/retry", {"event_id": event_id, "endpoint": endpoint}
+        )
+        return result
+
+    async def recover(self, endpoint: str, since: str, until: str | None = None) -> dict[str, Any]:
+        """Deliver again `endpoint`'s dead letters of [since, until) (ISO 8601 times)."""
+        payload = {"endpoint": endpoint, "since": since, "until": until}
+        result: dict[str, Any] = await self._json(
+            "POST", "/v1/deliveries/recover", {k: v for k, v in payload.items() if v}
+        )
+        return result
+
+    async def endpoints(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._json("GET", "/v1/endpoints"))["endpoints"]
+        return result
+
+    async def enable_endpoint(self, endpoint: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            "POST", "/v1/endpoints/enable", {"endpoint": endpoint}
+        )
+        return result
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

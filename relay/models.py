@@ -166,3 +166,94 @@ class ImageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scale: int = Field(default=8, ge=1, le=32, description="Pixels per QR module.")
+
+
+# webhook deliveries
+
+ENDPOINT_KEY_PATTERN = r"^(global|[a-z0-9][a-z0-9_-]{0,62}/[a-z0-9][a-z0-9_-]{0,62})$"
+"""`global` (the endpoint of `WABUS_WEBHOOK_URL`) or `<instance>/<endpoint id>`."""
+DeliveryOutcome = Literal["delivered", "retrying", "dead", "disabled"]
+
+
+class DeliveryFilter(BaseModel):
+    """Query of `GET /v1/deliveries`; newest first, `before` pages on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(default=None, pattern=ENDPOINT_KEY_PATTERN)
+    instance: str | None = Field(default=None, pattern=INSTANCE_ID_PATTERN)
+    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+    outcome: DeliveryOutcome | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    before: int | None = Field(default=None, ge=1, description="The `next` of the previous page.")
+
+
+class DeliveryView(BaseModel):
+    """One attempt to deliver one event to one endpoint."""
+
+    id: int
+    event_id: str
+    event_seq: int
+    instance: str
+    event_type: str
+    endpoint: str
+    attempt: int
+    outcome: DeliveryOutcome
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    next_attempt_at: Timestamp | None
+    at: Timestamp
+    trigger: Literal["schedule", "retry", "recover"]
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]
+    next: int | None = Field(description="Pass as `before` for the next page; null at the end.")
+
+
+class DeliveryRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=200)
+    endpoint: str = Field(pattern=ENDPOINT_KEY_PATTERN)
+
+
+class DeliveryRetried(BaseModel):
+    delivered: bool
+    attempt: int
+    outcome: DeliveryOutcome
+
+
+class DeliveryRecover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(pattern=ENDPOINT_KEY_PATTERN)
+    since: Timestamp
+    until: Timestamp | None = Field(default=None, description="Defaults to now.")
+
+
+class RecoveryStarted(BaseModel):
+    endpoint: str
+    events: int = Field(description="Dead letters being delivered again.")
+
+
+class EndpointRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(pattern=ENDPOINT_KEY_PATTERN)
+
+
+class EndpointState(BaseModel):
+    endpoint: str
+    instance: str | None
+    url: str
+    events: list[str]
+    disabled: bool
+    disabled_reason: str | None = None
+
+
+class EndpointList(BaseModel):
+    endpoints: list[EndpointState]

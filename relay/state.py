@@ -9,6 +9,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from starlette.requests import Request
 
+from relay.delivery.service import Deliveries
 from relay.ratelimit import RateLimiter
 from relay.replay import ReplayGuard
 from wabus.settings import ApiKey, Settings
@@ -28,6 +29,8 @@ class RelayState:
     """Instance status (the connector writes it)."""
     sends: KeyValue
     """Send records (the connector writes them)."""
+    deliveries: Deliveries
+    """Webhook delivery: the endpoints' dispatchers, the delivery log, retries and recovery."""
 
 
 def relay_state(request: Request) -> RelayState:

@@ -47,8 +47,10 @@ class Topology:
     def dead_letters(self) -> str:
         return f"{self.prefix}.dlq.>"
 
-    def dead_letter(self, instance: str, event_type: str) -> str:
-        return f"{self.prefix}.dlq.{instance}.{event_type}"
+    def dead_letter(self, instance: str, endpoint: str, event_type: str) -> str:
+        """Where an event that exhausted its attempts at `endpoint` (an endpoint id, or
+        `_global`) is kept."""
+        return f"{self.prefix}.dlq.{instance}.{endpoint}.{event_type}"
 
     @property
     def all_sim_controls(self) -> str:
@@ -102,6 +104,12 @@ class Topology:
     def endpoints_bucket(self) -> str:
         """Runtime state of webhook endpoints (disabled after a 410, …), key = endpoint id."""
         return f"{self.prefix}_endpoints"
+
+    @property
+    def webhook_leases_bucket(self) -> str:
+        """Which relay delivers to which webhook endpoint, key = endpoint key, entries with a
+        TTL: one relay at a time per endpoint keeps each chat's events in order."""
+        return f"{self.prefix}_webhook_leases"
 
     @property
     def media_store(self) -> str:

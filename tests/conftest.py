@@ -22,6 +22,11 @@ from schemas.subjects import Topology
 from wabus.embedded import EmbeddedNats
 from wabus.settings import Settings
 
+POSTGRES_SERVER_URL = os.environ.pop("DATABASE_URL", None)
+"""Taken out of the environment so that no service a test starts (in process or as a child) writes
+to the shared database: a test that wants Postgres asks for `database_url`, a database of its own
+on that server."""
+
 API_KEY_ID = "test"
 API_SECRET = "s3cret-" + "x" * 24
 
@@ -75,6 +80,7 @@ async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
         topology.leases_bucket,
         topology.sends_bucket,
         topology.endpoints_bucket,
+        topology.webhook_leases_bucket,
     )
     for stream in (
         topology.events_stream,
@@ -103,8 +109,8 @@ def _docker_available() -> bool:
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A Postgres server: DATABASE_URL, else testcontainers (needs Docker), else skip with why."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+    if POSTGRES_SERVER_URL:
+        yield POSTGRES_SERVER_URL
         return
     if not _docker_available():
         pytest.skip("Postgres tests need DATABASE_URL or a Docker engine for testcontainers")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,13 @@ class Receiver:
     secret: str
     respond: Callable[[dict[str, Any]], int] = lambda event: 200
     answer: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: {}
+    headers: Callable[[dict[str, Any]], dict[str, str]] = lambda event: {}
+    """Extra response headers (`Retry-After`, …)."""
+    delay: Callable[[dict[str, Any]], float] = lambda event: 0.0
+    """Seconds to wait before answering (a slow or hanging endpoint)."""
     deliveries: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    """When each delivery arrived (monotonic), beside `deliveries`."""
     rejected: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,10 +78,14 @@ class Receiver:
                 self.rejected.append(str(error))
                 return Response(status_code=400)
             self.deliveries.append((headers, event))
+            self.times.append(time.monotonic())
             self.arrived.set()
+            if pause := self.delay(event):
+                await asyncio.sleep(pause)
             return Response(
                 json.dumps(self.answer(event)),
                 status_code=self.respond(event),
+                headers=self.headers(event),
                 media_type="application/json",
             )
 

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     )
     webhook_url: str | None = Field(default=None, validation_alias="WABUS_WEBHOOK_URL")
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="WABUS_WEBHOOK_SECRET")
+    webhook_previous_secret: SecretStr | None = Field(
+        default=None, validation_alias="WABUS_WEBHOOK_PREVIOUS_SECRET"
+    )
     webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         default=DEFAULT_RETRY_SCHEDULE, validation_alias="WABUS_WEBHOOK_RETRY_SCHEDULE"
     )
@@ -125,6 +128,15 @@ class Settings(BaseSettings):
     )
     relay_workers: int = Field(default=1, ge=1, le=64, validation_alias="WABUS_RELAY_WORKERS")
     max_body_bytes: int = Field(default=1 << 20, gt=0, validation_alias="WABUS_MAX_BODY_BYTES")
+
+    # webhook delivery (issue 5)
+    webhook_concurrency: int = Field(
+        default=256, ge=1, le=4096, validation_alias="WABUS_WEBHOOK_CONCURRENCY"
+    )
+    webhook_timeout: float = Field(
+        default=15.0, gt=0, le=60, validation_alias="WABUS_WEBHOOK_TIMEOUT"
+    )
+    webhook_lease_ttl: float = Field(default=10.0, ge=1, validation_alias="WABUS_WEBHOOK_LEASE_TTL")
 
     # deployment (infra): 3 on a three-node JetStream cluster, so streams survive a node loss
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="WABUS_STREAM_REPLICAS")
@@ -200,7 +212,7 @@ class Settings(BaseSettings):
         Topology(value)
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "webhook_previous_secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("whsec_"):

@@ -1,14 +1,14 @@
 """The relay's routes: signed API endpoints declared as data (`ENDPOINTS`, which also make the
 OpenAPI document), the legacy Node API, and the unsigned documentation routes.
 
-`V1_ROUTES` holds plain Starlette routes mounted under `/v1` (the deliveries routes of the
-webhook area); everything else is an `Endpoint`.
+`V1_ROUTES` holds plain Starlette routes mounted under `/v1`, for what does not fit an `Endpoint`
+(none so far); everything else is one.
 """
 
 from starlette.routing import BaseRoute
 
 from relay.endpoints import Endpoint
-from relay.routes import chats, instances, legacy, media, messages, session, status
+from relay.routes import chats, deliveries, instances, legacy, media, messages, session, status
 
 ENDPOINTS: list[Endpoint] = [
     *messages.endpoints,  # first: the hot path is matched before any other route
@@ -17,6 +17,7 @@ ENDPOINTS: list[Endpoint] = [
     *session.endpoints,
     *chats.endpoints,
     *media.endpoints,
+    *deliveries.endpoints,
     *legacy.endpoints,
 ]
 

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from ipaddress import ip_network
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -16,6 +17,12 @@ from schemas.events import MessageReceived
 from tests.support import Receiver, eventually, running, stored_envelopes
 from wabus.natsbus import ensure_streams
 from wabus.settings import Settings
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The receivers here listen on loopback, which the SSRF guard refuses unless allowed."""
+    return settings.model_copy(update={"webhook_allow_cidrs": (ip_network("127.0.0.0/8"),)})
 
 
 def inbound(number: int) -> MessageReceived:

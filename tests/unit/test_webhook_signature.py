@@ -6,7 +6,6 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from relay.webhooks.signature import WebhookSecret, new_secret, sign, webhook_headers
-from relay.webhooks.worker import next_delay
 
 # The test vector of the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -48,8 +47,3 @@ def test_secret_is_validated_and_hidden() -> None:
     with pytest.raises(ValueError, match="128 bits"):
         WebhookSecret("whsec_AAAA")
     assert "whsec" not in repr(WebhookSecret(new_secret()))
-
-
-def test_retry_schedule_lookup() -> None:
-    schedule = (0.0, 5.0, 300.0)
-    assert [next_delay(schedule, attempt) for attempt in (1, 2, 3)] == [5.0, 300.0, None]

@@ -1,0 +1,19 @@
+"""Prometheus metrics of webhook delivery."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ATTEMPTS = Counter(
+    "wabus_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
+)
+LATENCY = Histogram(
+    "wabus_webhook_latency_seconds",
+    "Time from sending a webhook to its answer",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+DISABLED = Counter(
+    "wabus_webhook_endpoints_disabled_total", "Endpoints disabled after answering 410 Gone"
+)
+DEAD_LETTERS = Counter("wabus_webhook_dead_letters_total", "Events sent to the dead-letter stream")
+ENDPOINTS_HELD = Gauge(
+    "wabus_webhook_endpoints_delivering", "Endpoints this relay process holds the lease of"
+)
