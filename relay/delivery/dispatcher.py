@@ -114,6 +114,7 @@ class EndpointDispatcher:
         self._states = states
         self.lease_lost = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
+        self._checked_url: str | None = None
         self._pending: dict[int, Msg] = {}
         """Fetched and not finished, by `id()` (messages are not hashable)."""
 
@@ -122,6 +123,7 @@ class EndpointDispatcher:
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(),  # webhooks carry no cookies: skip the work
                 timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout),
                 connector=guarded_connector(
                     self._settings.webhook_allow_cidrs,
@@ -144,7 +146,9 @@ class EndpointDispatcher:
         error: str | None = None
         body = b""
         try:
-            check_url(target.url, self._settings.webhook_allow_cidrs)
+            if target.url != self._checked_url:  # an IP literal is checked here, names on connect
+                check_url(target.url, self._settings.webhook_allow_cidrs)
+                self._checked_url = target.url
             async with self._session().post(
                 target.url, data=event.body, headers=headers, allow_redirects=False
             ) as response:
@@ -191,7 +195,7 @@ class EndpointDispatcher:
         ):
             await self._reply(event, answer.body)
         outcome = _OUTCOMES[type(decision)]
-        metrics.ATTEMPTS.labels(outcome.value).inc()
+        metrics.ATTEMPTS_BY_OUTCOME[outcome].inc()
         await self._log.record(
             Attempt(
                 event_id=event.event_id,

@@ -81,5 +81,5 @@ async def migrate(
                 migration.name,
             )
         applied.append(migration.version)
-        log.info("migration_applied", version=migration.version, name=migration.name)
+        log.info("delivery log migration applied", version=migration.version, name=migration.name)
     return applied

@@ -38,6 +38,8 @@ class Target:
     None: the whole history in `WA_EVENTS` (the global endpoint)."""
 
     def wants(self, event_type: str) -> bool:
+        if self.events == ("*",):
+            return True
         return any(fnmatchcase(event_type, pattern) for pattern in self.events)
 
     def secrets(self, now: datetime) -> list[WebhookSecret]:

@@ -23,5 +23,5 @@ CREATE INDEX webhook_deliveries_instance_id ON webhook_deliveries (instance, id)
 CREATE INDEX webhook_deliveries_outcome_id ON webhook_deliveries (outcome, id);
 -- One event's attempts at one endpoint: latest, delivered, and the event_id filter.
 CREATE INDEX webhook_deliveries_event_endpoint_id ON webhook_deliveries (event_id, endpoint, id);
--- An endpoint's attempts over a time range: recovery (`undelivered`) and since/until listings.
+-- An endpoint's attempts over a time range: since/until listings.
 CREATE INDEX webhook_deliveries_endpoint_at ON webhook_deliveries (endpoint, at);
