@@ -295,28 +295,29 @@ class EndpointDispatcher:
             stream=self._topology.events_stream,
             config=self._consumer_config(),
         )
-        lanes: ChatLanes[Msg] = ChatLanes(self._handle, self._settings.webhook_concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(stop))
         log.info("delivering webhooks", endpoint=key, consumer=self.target.consumer)
         checked = time.monotonic()
+        concurrency = self._settings.webhook_concurrency
         try:
-            while not stop.is_set() and not self.lease_lost.is_set():
-                if time.monotonic() - checked > STATE_CHECK_SECONDS:
-                    checked = time.monotonic()
-                    if await self._states.disabled(key) is not None:
-                        log.warning("endpoint disabled: delivery paused", endpoint=key)
-                        break
-                await lanes.wait_below(self._settings.webhook_concurrency * 4)
-                try:
-                    messages = await subscription.fetch(batch=FETCH_BATCH, timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                for message in messages:
-                    self._pending[id(message)] = message
-                    lanes.submit(lane_of(message), message)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lanes.drain(), STOP_GRACE_SECONDS)
-        finally:
+            async with ChatLanes[Msg](self._handle, concurrency) as lanes:
+                while not stop.is_set() and not self.lease_lost.is_set():
+                    if time.monotonic() - checked > STATE_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        if await self._states.disabled(key) is not None:
+                            log.warning("endpoint disabled: delivery paused", endpoint=key)
+                            break
+                    await lanes.wait_below(concurrency * 4)
+                    try:
+                        messages = await subscription.fetch(batch=FETCH_BATCH, timeout=0.5)
+                    except (NatsTimeoutError, TimeoutError):
+                        continue
+                    for message in messages:
+                        self._pending[id(message)] = message
+                        lanes.submit(lane_of(message), message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lanes.drain(), STOP_GRACE_SECONDS)
+        finally:  # what is still in a lane now goes back to JetStream for the next holder
             heartbeat.cancel()
             await self._release_pending()
             with contextlib.suppress(Exception):

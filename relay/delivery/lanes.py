@@ -2,14 +2,18 @@
 items of different chats run concurrently, up to a limit.
 
 This is what keeps a chat's webhooks in publish order while a thousand chats are delivered at once.
-Pure asyncio, no I/O: the dispatcher submits JetStream messages, the tests submit numbers.
+A fixed pool of workers takes lanes from a ready queue: a task per item would cost more than the
+HTTP request it makes (measured: ~30 µs of ~100). Pure asyncio, no I/O: the dispatcher submits
+JetStream messages, the tests submit numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from types import TracebackType
 from typing import Generic, TypeVar
 
 from wabus.logs import get_logger
@@ -20,13 +24,35 @@ T = TypeVar("T")
 
 
 class ChatLanes(Generic[T]):
+    """Use as `async with ChatLanes(handle, concurrency) as lanes:`; leaving stops the workers
+    (call `drain()` first to finish what was submitted)."""
+
     def __init__(self, handle: Callable[[T], Awaitable[None]], concurrency: int) -> None:
         self._handle = handle
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._lanes: dict[Hashable, deque[T]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
         self._pending = 0
-        self._changed = asyncio.Event()
+        self._below = 0
+        """The limit a producer waits to go below (0: nobody waits)."""
+        self._room = asyncio.Event()
+
+    async def __aenter__(self) -> ChatLanes[T]:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
     @property
     def pending(self) -> int:
@@ -37,33 +63,34 @@ class ChatLanes(Generic[T]):
         self._pending += 1
         queue = self._lanes.get(lane)
         if queue is not None:
-            queue.append(item)  # the lane's runner takes it after the ones before it
+            queue.append(item)  # the lane's worker takes it after the ones before it
             return
         self._lanes[lane] = deque([item])
-        task = asyncio.create_task(self._run(lane))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._ready.put_nowait(lane)
 
-    async def _run(self, lane: Hashable) -> None:
-        queue = self._lanes[lane]
-        async with self._slots:
+    async def _work(self) -> None:
+        while True:
+            lane = await self._ready.get()
+            queue = self._lanes[lane]
             while queue:
-                item = queue[0]
                 try:
-                    await self._handle(item)
+                    await self._handle(queue[0])
                 except Exception:  # one item's failure never stalls its lane
                     log.exception("lane item failed", lane=str(lane))
                 finally:
                     queue.popleft()
                     self._pending -= 1
-                    self._changed.set()
-        del self._lanes[lane]
+                    if self._pending < self._below:
+                        self._room.set()  # only then: waking the producer per item costs
+            del self._lanes[lane]
 
     async def wait_below(self, limit: int) -> None:
         """Return once fewer than `limit` items are pending (backpressure for the producer)."""
         while self._pending >= limit:
-            self._changed.clear()
-            await self._changed.wait()
+            self._below = limit
+            self._room.clear()
+            await self._room.wait()
+        self._below = 0
 
     async def drain(self) -> None:
         await self.wait_below(1)

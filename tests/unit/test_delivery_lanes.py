@@ -23,11 +23,11 @@ async def test_each_lane_keeps_its_order_while_lanes_interleave() -> None:
         seen[item[0]].append(item[1])
         running -= 1
 
-    lanes: ChatLanes[tuple[int, int]] = ChatLanes(handle, concurrency=8)
-    for n in range(100):
-        for chat in range(20):
-            lanes.submit(chat, (chat, n))
-    await lanes.drain()
+    async with ChatLanes[tuple[int, int]](handle, concurrency=8) as lanes:
+        for n in range(100):
+            for chat in range(20):
+                lanes.submit(chat, (chat, n))
+        await lanes.drain()
     assert dict(seen) == {chat: list(range(100)) for chat in range(20)}
     assert 1 < most <= 8
     assert lanes.pending == 0
@@ -41,10 +41,10 @@ async def test_a_failing_item_does_not_stall_its_lane() -> None:
             raise RuntimeError("boom")
         done.append(item)
 
-    lanes: ChatLanes[int] = ChatLanes(handle, concurrency=2)
-    for item in range(4):
-        lanes.submit("chat", item)
-    await lanes.drain()
+    async with ChatLanes[int](handle, concurrency=2) as lanes:
+        for item in range(4):
+            lanes.submit("chat", item)
+        await lanes.drain()
     assert done == [0, 2, 3]
 
 
@@ -54,12 +54,12 @@ async def test_wait_below_holds_the_producer_until_items_finish() -> None:
     async def handle(item: int) -> None:
         await gate.wait()
 
-    lanes: ChatLanes[int] = ChatLanes(handle, concurrency=4)
-    for item in range(10):
-        lanes.submit(item, item)
-    waiter = asyncio.create_task(lanes.wait_below(5))
-    await asyncio.sleep(0.01)
-    assert not waiter.done()
-    gate.set()
-    await asyncio.wait_for(waiter, 1)
-    await lanes.drain()
+    async with ChatLanes[int](handle, concurrency=4) as lanes:
+        for item in range(10):
+            lanes.submit(item, item)
+        waiter = asyncio.create_task(lanes.wait_below(5))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        gate.set()
+        await asyncio.wait_for(waiter, 1)
+        await lanes.drain()
