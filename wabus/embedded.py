@@ -49,13 +49,6 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        """The server's process id (benchmarks read its CPU time)."""
-        if self._process is None:
-            raise RuntimeError("nats-server is not running")
-        return self._process.pid
-
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.store_dir / "nats-server.log"
