@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from relay.delivery import metrics
+from relay.delivery.http import EndpointClient, HttpError
 from relay.delivery.lanes import ChatLanes
 from relay.delivery.policy import (
     DeadLetter,
@@ -45,7 +45,7 @@ from schemas.subjects import parse_subject
 from wabus.leases import Leases
 from wabus.logs import get_logger
 from wabus.settings import Settings
-from wabus.ssrf import BlockedTarget, check_url, guarded_connector
+from wabus.ssrf import BlockedTarget
 
 log = get_logger(__name__)
 
@@ -113,60 +113,45 @@ class EndpointDispatcher:
         self._leases = leases
         self._states = states
         self.lease_lost = asyncio.Event()
-        self._http: aiohttp.ClientSession | None = None
-        self._checked_url: str | None = None
+        self._http: EndpointClient | None = None
         self._pending: dict[int, Msg] = {}
         """Fetched and not finished, by `id()` (messages are not hashable)."""
 
     # the HTTP side, shared by scheduled deliveries and operator retries
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(),  # webhooks carry no cookies: skip the work
-                timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout),
-                connector=guarded_connector(
-                    self._settings.webhook_allow_cidrs,
-                    limit=self._settings.webhook_concurrency,
-                    ttl_dns_cache=60,
-                ),
-                skip_auto_headers=("User-Agent",),
+    def _client(self) -> EndpointClient:
+        target = self.target
+        if self._http is None or self._http.url != target.url:
+            if self._http is not None:
+                self._http.close()
+            self._http = EndpointClient(
+                target.url,
+                allow=self._settings.webhook_allow_cidrs,
+                limit=self._settings.webhook_concurrency,
+                timeout=self._settings.webhook_timeout,
+                max_body=MAX_REPLY_BYTES,
             )
         return self._http
 
     async def _post(self, event: EventRef) -> Answer:
         target = self.target
         now = utc_now()
-        headers = webhook_headers(
-            target.secrets(now), event.event_id, int(now.timestamp()), event.body
-        )
+        timestamp = int(now.timestamp())
+        headers = webhook_headers(target.secrets(now), event.event_id, timestamp, event.body)
         started = time.perf_counter()
         status: int | None = None
         retry_after: str | None = None
         error: str | None = None
         body = b""
         try:
-            if target.url != self._checked_url:  # an IP literal is checked here, names on connect
-                check_url(target.url, self._settings.webhook_allow_cidrs)
-                self._checked_url = target.url
-            async with self._session().post(
-                target.url, data=event.body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                body = await response.content.read(MAX_REPLY_BYTES)
+            answer = await self._client().post(event.body, headers)
+            status, retry_after, body = answer.status, answer.retry_after, answer.body
         except BlockedTarget as blocked:
             error = f"refused: {blocked.reason}"
-        except aiohttp.ClientConnectorError as failure:
-            os_error = failure.os_error
-            if isinstance(os_error, BlockedTarget):
-                error = f"refused: {os_error.reason}"
-            else:
-                error = f"connect failed: {os_error}"
         except TimeoutError:
             error = f"timeout after {self._settings.webhook_timeout:g}s"
-        except aiohttp.ClientError as failure:
-            error = f"{type(failure).__name__}: {failure}"
+        except HttpError as failure:
+            error = str(failure)
         latency = time.perf_counter() - started
         metrics.LATENCY.observe(latency)
         return Answer(status, retry_after, error, body, latency * 1000)
@@ -270,7 +255,7 @@ class EndpointDispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._leases.ttl / 3)
         if self._http is not None:
-            await self._http.close()
+            self._http.close()
         log.info("endpoint dispatcher stopped", endpoint=key)
 
     def _consumer_config(self) -> ConsumerConfig:
