@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procfs import process_tree  # noqa: E402 - beside this script
+
 from relay.client import signed_headers  # noqa: E402
 from wabus.embedded import EmbeddedNats, free_port  # noqa: E402
 
@@ -234,25 +236,6 @@ def _wrk_phase(url: str, threads: int, connections: int, seconds: float, cap: in
     return result
 
 
-def _process_tree(root: int) -> list[int]:
-    """`root` and its descendants (the relay's uvicorn workers), from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by `pids`: a figure the machine's other load
     does not distort the way it distorts wall-clock rates."""
@@ -367,9 +350,9 @@ def main() -> None:
             )
             warm_up, _ = _run_phase("closed", url, args.generators, 2.0, 0, args.connections)
             accepted = warm_up.accepted
-            relay_pids = _process_tree(relay.pid)
+            relay_pids = process_tree(relay.pid)
             nats_pid = next(
-                pid for pid in _process_tree(os.getpid())
+                pid for pid in process_tree(os.getpid())
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server"
             )  # fmt: skip
             throughput = latency = None

@@ -62,6 +62,8 @@ from typing import Any, TypeVar, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procfs import process_tree  # noqa: E402 - beside this script
+
 from relay.webhooks.signature import new_secret  # noqa: E402
 from schemas.envelope import encode, make_event  # noqa: E402
 from schemas.events import MessageReceived  # noqa: E402
@@ -504,25 +506,6 @@ async def _table_rows(database_url: str) -> dict[str, int]:
 # processes: /proc (Linux)
 
 
-def _process_tree(root: int) -> list[int]:
-    """`root` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
 def _cpu_snapshot() -> dict[int, tuple[str, int]]:
     """pid → (command name, user + system clock ticks so far) of every process; the machine's
     busy ticks (all cores) under pid -1, its interrupt handling under -2."""
@@ -581,7 +564,7 @@ class _RssSampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.samples.append((time.monotonic(), _rss_mb(_process_tree(self.pid))))
+            self.samples.append((time.monotonic(), _rss_mb(process_tree(self.pid))))
             if self.done.wait(0.5):
                 return
 
@@ -713,7 +696,7 @@ def _start_nats(bench: _Bench) -> None:
     bench.nats_url = server.url
     bench.nats_pids = [
         pid
-        for pid in _process_tree(os.getpid())
+        for pid in process_tree(os.getpid())
         if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server"
     ]
     bench.prefix = "bwh" + secrets.token_hex(4)
@@ -845,7 +828,7 @@ def _throughput_phase(
         _log("relay log:\n" + _tail(relay_log))
         raise
     ready_at = time.time()
-    relay_pids = _process_tree(relay.pid)
+    relay_pids = process_tree(relay.pid)
     at_ready = _get(bench.receiver + "/stats")["unique"]
     cpu_before, clock_before = _cpu_snapshot(), time.monotonic()
     _log(f"relay ready in {ready_at - launched_at:.1f} s; delivering the backlog")

@@ -94,24 +94,29 @@ def lane_of(message: Msg) -> tuple[str, str | None]:
     return event.get("instance", ""), chat if isinstance(chat, str) else None
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What every endpoint's dispatcher in one relay process works with."""
+
+    js: JetStreamContext
+    settings: Settings
+    log: DeliveryLog
+    leases: Leases
+    """Which relay delivers for which endpoint."""
+    states: EndpointStates
+    """Which endpoints are disabled."""
+
+
 class EndpointDispatcher:
-    def __init__(
-        self,
-        target: Target,
-        js: JetStreamContext,
-        settings: Settings,
-        delivery_log: DeliveryLog,
-        leases: Leases,
-        states: EndpointStates,
-    ) -> None:
+    def __init__(self, target: Target, shared: Shared) -> None:
         self.target = target
         """Replaced in place when the endpoint's configuration changes."""
-        self._js = js
-        self._settings = settings
-        self._topology = settings.topology
-        self._log = delivery_log
-        self._leases = leases
-        self._states = states
+        self._js = shared.js
+        self._settings = shared.settings
+        self._topology = shared.settings.topology
+        self._log = shared.log
+        self._leases = shared.leases
+        self._states = shared.states
         self.lease_lost = asyncio.Event()
         self._http: EndpointClient | None = None
         self._pending: dict[int, Msg] = {}

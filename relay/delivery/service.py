@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from relay.delivery.dispatcher import EndpointDispatcher, EventRef
+from relay.delivery.dispatcher import EndpointDispatcher, EventRef, Shared
 from relay.delivery.policy import Decision, Delivered
 from relay.delivery.records import DeliveryLog, NullDeliveryLog, Trigger
 from relay.delivery.states import EndpointStates
@@ -78,20 +78,14 @@ def holder_id() -> str:
 
 
 class Deliveries:
-    def __init__(
-        self,
-        js: JetStreamContext,
-        settings: Settings,
-        delivery_log: DeliveryLog,
-        leases: Leases,
-        states: EndpointStates,
-    ) -> None:
-        self._js = js
-        self._settings = settings
-        self._topology = settings.topology
-        self.log = delivery_log
-        self.states = states
-        self._leases = leases
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+        self._js = shared.js
+        self._settings = shared.settings
+        self._topology = shared.settings.topology
+        self.log = shared.log
+        self.states = shared.states
+        self._leases = shared.leases
         self._running: dict[str, Running] = {}
         self._by_instance: dict[str, set[str]] = {}
         self._stop = asyncio.Event()
@@ -116,7 +110,7 @@ class Deliveries:
             js, topology.endpoints_bucket, "Webhook endpoint state", replicas=replicas
         )
         leases = Leases(js, topology.webhook_leases_bucket, holder_id(), settings.webhook_lease_ttl)
-        return cls(js, settings, delivery_log, leases, EndpointStates(states_kv))
+        return cls(Shared(js, settings, delivery_log, leases, EndpointStates(states_kv)))
 
     # running
 
@@ -138,9 +132,7 @@ class Deliveries:
             await self.log.close()
 
     def _start(self, target: Target) -> None:
-        dispatcher = EndpointDispatcher(
-            target, self._js, self._settings, self.log, self._leases, self.states
-        )
+        dispatcher = EndpointDispatcher(target, self._shared)
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))
         self._running[target.key] = Running(dispatcher, task, stop)
