@@ -62,7 +62,7 @@ from typing import Any, TypeVar, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from procfs import process_tree  # noqa: E402 - beside this script
+from procfs import process_stats, process_tree  # noqa: E402 - beside this script
 
 from relay.webhooks.signature import new_secret  # noqa: E402
 from schemas.envelope import encode, make_event  # noqa: E402
@@ -510,15 +510,10 @@ def _cpu_snapshot() -> dict[int, tuple[str, int]]:
     """pid → (command name, user + system clock ticks so far) of every process; the machine's
     busy ticks (all cores) under pid -1, its interrupt handling under -2."""
     snapshot: dict[int, tuple[str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            name = stat[stat.find("(") + 1 : stat.rfind(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            snapshot[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
+    for pid, stat in process_stats():
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        snapshot[pid] = (name, int(fields[11]) + int(fields[12]))
     machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     snapshot[-1] = ("machine", sum(machine) - machine[3] - machine[4])
     snapshot[-2] = ("interrupts", machine[5] + machine[6])  # (soft)irq: no process's time
