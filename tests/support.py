@@ -45,6 +45,12 @@ async def running(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
         await task
 
 
+BODILESS = frozenset({204, 304})
+"""Statuses whose answer ends with its headers (RFC 9110 15.3.5, 15.4.5). A body sent with one
+makes uvicorn raise "Response content longer than Content-Length" after the headers are out and
+close the connection, so the client's next request on that kept-alive connection meets EOF."""
+
+
 @dataclass
 class Receiver:
     """A webhook endpoint that verifies with the official `standardwebhooks` library.
@@ -56,6 +62,7 @@ class Receiver:
     secret: str
     respond: Callable[[dict[str, Any]], int] = lambda event: 200
     answer: Callable[[dict[str, Any]], dict[str, Any]] = lambda event: {}
+    """The JSON body of the answer; none is sent with a status that has no body (204, 304)."""
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda event: {}
     """Extra response headers (`Retry-After`, …)."""
     delay: Callable[[dict[str, Any]], float] = lambda event: 0.0
@@ -82,9 +89,12 @@ class Receiver:
             self.arrived.set()
             if pause := self.delay(event):
                 await asyncio.sleep(pause)
+            status = self.respond(event)
+            if status in BODILESS:
+                return Response(status_code=status, headers=self.headers(event))
             return Response(
                 json.dumps(self.answer(event)),
-                status_code=self.respond(event),
+                status_code=status,
                 headers=self.headers(event),
                 media_type="application/json",
             )

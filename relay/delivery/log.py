@@ -3,10 +3,14 @@
 `record()` is on the webhook hot path, so it only appends to a buffer; a background writer empties
 the buffer every `flush_interval` seconds, or as soon as `batch_size` rows wait. When Postgres
 refuses a write the rows stay in the buffer and the writer tries again with a growing delay; the
-buffer is bounded (`max_pending`): past it `record()` waits for a write (backpressure), and when
-even that fails the oldest rows are dropped with an error log rather than memory growing without
-end. A row Postgres can never take (a bad value) is dropped alone, not retried forever with its
-whole batch.
+buffer is bounded (`max_pending`, the batch being written included): past it `record()` waits for
+a write (backpressure), and when even that fails the oldest rows are dropped with an error log
+rather than memory growing without end. A row Postgres can never take (a bad value) is dropped
+alone, not retried forever with its whole batch.
+
+A row counts as pending (`pending`) from `record()` until its batch is committed or it is dropped
+with an error log: a batch on its way to Postgres is still pending, and goes back to the buffer if
+the write fails. `flush()` and `close()` wait for a write under way before their own.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ COLUMNS = (
 _SELECT = ", ".join(COLUMNS)
 
 MAX_PENDING = 100_000
-"""Rows the buffer holds before `record()` waits for a write (and drops the oldest if it fails)."""
+"""Rows held (the batch being written included) before `record()` waits for a write (and drops the
+oldest if it fails)."""
 MAX_QUERY_LIMIT = 1000
 CONNECT_TIMEOUT_SECONDS = 10.0
 WRITE_TIMEOUT_SECONDS = 60.0
@@ -134,6 +139,8 @@ class PostgresDeliveryLog:
         self._flush_interval = flush_interval
         self._max_pending = max_pending
         self._pending: deque[Row] = deque()
+        self._in_flight = 0
+        """Rows of the batch being written: still pending until Postgres has committed them."""
         self._write_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._failures = 0
@@ -170,24 +177,24 @@ class PostgresDeliveryLog:
 
     @property
     def pending(self) -> int:
-        """Rows recorded but not written yet."""
-        return len(self._pending)
+        """Rows recorded and neither written nor dropped yet, a batch being written included."""
+        return len(self._pending) + self._in_flight
 
     async def record(self, attempt: Attempt) -> None:
         if self._closing:
             log.warning("delivery log closed: attempt not logged", event_id=attempt.event_id)
             return
         self._pending.append(_row(attempt))
-        waiting = len(self._pending)
-        if waiting == self._batch_size:
+        if len(self._pending) == self._batch_size:
             self._wake.set()
-        elif waiting > self._max_pending:
-            await self._write(above=self._max_pending)
+        elif self.pending > self._max_pending:
+            await self._write(above=self._max_pending)  # after the write under way, if one is
             self._drop_excess()
 
     async def flush(self) -> None:
-        """Write everything pending now, even while backing off; if Postgres refuses, the
-        failure is logged and the rows stay pending (see `pending`) for the writer to retry."""
+        """Write everything pending now, even while backing off, after the write under way if
+        there is one; if Postgres refuses, the failure is logged and the rows stay pending (see
+        `pending`) for the writer to retry."""
         await self._write(force=True)
 
     async def close(self) -> None:
@@ -296,24 +303,33 @@ class PostgresDeliveryLog:
 
     async def _write(self, *, above: int = 0, force: bool = False) -> bool:
         """Write the pending rows if more than `above` wait; False when Postgres refused them
-        (or a retry is not due yet and `force` is off). The rows then stay pending."""
+        (or a retry is not due yet and `force` is off). The rows then stay pending.
+
+        One write at a time (the lock): while the batch is on its way it counts in `pending`, and
+        a failed write puts it back in front of the rows recorded meanwhile."""
         async with self._write_lock:
             if len(self._pending) <= above:
                 return True
             if not force and time.monotonic() < self._retry_at:
                 return False
             batch, self._pending = self._pending, deque()
+            self._in_flight = len(batch)
             try:
-                await self._copy(batch)
+                connection = await self._pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS)
+                try:
+                    await self._copy(connection, batch)
+                except BaseException:
+                    await self._pool.release(connection)
+                    raise
             except Exception as error:
-                batch.extend(self._pending)
-                self._pending = batch
+                self._put_back(batch)
                 self._failed(error)
                 return False
             except BaseException:
-                batch.extend(self._pending)
-                self._pending = batch
+                self._put_back(batch)
                 raise
+            self._in_flight = 0  # committed: whatever becomes of the connection now
+            await self._release_after_write(connection)
             if self._failures:
                 log.info("delivery log writes again", failures=self._failures)
             self._failures = 0
@@ -321,13 +337,31 @@ class PostgresDeliveryLog:
             self._report_drops()
             return True
 
-    async def _copy(self, rows: Sequence[Row]) -> None:
-        async with self._pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as connection:
-            try:
-                await self._copy_on(connection, rows)
-            except _BAD_ROWS:
-                async with connection.transaction():
-                    await self._copy_sorting(connection, list(rows))
+    def _put_back(self, batch: deque[Row]) -> None:
+        """A batch not written goes back in front of the rows recorded while it was away."""
+        batch.extend(self._pending)
+        self._pending = batch
+        self._in_flight = 0
+
+    async def _release_after_write(self, connection: asyncpg.Connection) -> None:
+        """Give the connection back once its batch is committed. The pool resets it first, and a
+        connection that dies right then (Postgres restarted, backend terminated) makes that raise:
+        the rows are in all the same, so this must not count as a failed write, or the batch
+        would be written a second time. asyncpg has closed such a connection already."""
+        try:
+            await self._pool.release(connection)
+        except Exception as error:
+            log.warning(
+                "delivery log connection lost after a committed write: the write stands",
+                error=_describe(error),
+            )
+
+    async def _copy(self, connection: asyncpg.Connection, rows: Sequence[Row]) -> None:
+        try:
+            await self._copy_on(connection, rows)
+        except _BAD_ROWS:
+            async with connection.transaction():
+                await self._copy_sorting(connection, list(rows))
 
     async def _copy_on(self, connection: asyncpg.Connection, rows: Sequence[Row]) -> None:
         await connection.copy_records_to_table(

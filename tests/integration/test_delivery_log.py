@@ -234,17 +234,12 @@ async def test_many_rows_recorded_quickly_are_all_written_by_the_writer(
     async with admin(database_url) as connection, opened(database_url) as delivery_log:
         for number in range(20_000):
             await delivery_log.record(attempt(number, endpoint=f"acme/{number % 7}"))
-
-        async def all_written() -> bool:  # no flush: the writer alone gets them there
-            count = await connection.fetchval("SELECT count(*) FROM webhook_deliveries")
-            return bool(count == 20_000)
-
-        await eventually(all_written)
-        distinct = await connection.fetchval(
-            "SELECT count(DISTINCT event_id) FROM webhook_deliveries"
+        # no flush: the writer alone gets them there, and nothing is pending before it has
+        await eventually(lambda: _nothing_pending(delivery_log))
+        count, distinct = await connection.fetchrow(
+            "SELECT count(*), count(DISTINCT event_id) FROM webhook_deliveries"
         )
-        assert distinct == 20_000
-        assert delivery_log.pending == 0
+        assert (count, distinct) == (20_000, 20_000)
 
 
 async def test_a_refused_write_is_retried_and_nothing_is_lost(database_url: str) -> None:
@@ -260,14 +255,9 @@ async def test_a_refused_write_is_retried_and_nothing_is_lost(database_url: str)
         assert delivery_log.pending == 500
         assert await written_ids(connection, "webhook_deliveries_away") == []
         await connection.execute(BACK)
-
-        async def written() -> list[str]:  # no flush: the writer retries by itself
-            ids = await written_ids(connection)
-            return ids if len(ids) >= 500 else []
-
-        ids = await eventually(written)
+        await eventually(lambda: _nothing_pending(delivery_log))  # no flush: the writer retries
+        ids = await written_ids(connection)
         assert ids == [f"evt_{number}" for number in range(500)]  # in order, once each
-        assert delivery_log.pending == 0
 
 
 async def test_writes_go_on_after_postgres_drops_the_connections(database_url: str) -> None:
@@ -284,14 +274,71 @@ async def test_writes_go_on_after_postgres_drops_the_connections(database_url: s
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         assert killed >= 1
-        await delivery_log.flush()
-        if delivery_log.pending:  # the write on a dead connection failed: the writer retries
-            await eventually(lambda: _nothing_pending(delivery_log))
+        await delivery_log.flush()  # on a dead connection it fails, and the writer retries:
+        # rows stay pending until Postgres has committed them, a batch being written included
+        await eventually(lambda: _nothing_pending(delivery_log))
         assert await written_ids(connection) == [f"evt_{number}" for number in range(300)]
 
 
 async def _nothing_pending(delivery_log: PostgresDeliveryLog) -> bool:
     return delivery_log.pending == 0
+
+
+async def test_a_batch_on_its_way_is_pending_and_flush_waits_for_it(database_url: str) -> None:
+    async with (
+        admin(database_url) as connection,
+        admin(database_url) as watcher,
+        opened(database_url, flush_interval=0.02) as delivery_log,
+    ):
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+            for number in range(300):
+                await delivery_log.record(attempt(number))
+
+            async def write_blocked() -> bool:  # the writer took the batch and waits
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%webhook_deliveries%'"
+                )
+                return bool(waiting)
+
+            await eventually(write_blocked)
+            assert delivery_log.pending == 300
+            flushed = asyncio.create_task(delivery_log.flush())
+            await asyncio.sleep(0)  # as much as a flush with nothing to wait for needs
+            assert not flushed.done()
+        await flushed  # the lock is gone, the batch in, and then the flush
+        assert delivery_log.pending == 0
+        assert await written_ids(connection) == [f"evt_{number}" for number in range(300)]
+
+
+async def test_a_connection_lost_just_after_a_write_does_not_write_it_twice(
+    database_url: str,
+) -> None:
+    armed = False
+
+    async def reset(connection: asyncpg.Connection) -> None:  # as the pool takes it back
+        nonlocal armed
+        if armed:  # the backend ends after the COPY committed, before the connection is reset
+            armed = False
+            await connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1, reset=reset)
+    async with pool.acquire() as connection:
+        await migrate(connection)
+    delivery_log = PostgresDeliveryLog(pool)  # no writer: only flush() writes
+    try:
+        for number in range(10):
+            await delivery_log.record(attempt(number))
+        armed = True
+        await delivery_log.flush()
+        assert not armed  # the connection did go, after the write
+        assert delivery_log.pending == 0
+        await delivery_log.flush()
+    finally:
+        await delivery_log.close()
+    async with admin(database_url) as connection:
+        assert await written_ids(connection) == [f"evt_{number}" for number in range(10)]
 
 
 async def test_past_its_cap_the_buffer_drops_the_oldest(database_url: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from standardwebhooks import Webhook
 
 from relay.app import create_app
 from relay.client import RelayClient
@@ -113,6 +114,43 @@ async def test_a_receiver_failing_n_times_then_succeeding_gets_each_event_once_d
 
 async def _all_attempted(attempts: Counter[str], ids: list[str], times: int) -> bool:
     return all(attempts[event_id] >= times for event_id in ids)
+
+
+async def test_the_receiver_answers_204_and_304_whole_and_keeps_the_connection(
+    webhook_secret: str,
+) -> None:
+    """The test receiver itself: the relay reuses kept-alive connections, so an answer the
+    receiver breaks (a body after a 204, and uvicorn closes the connection) fails the next
+    delivery with EOF, a failed attempt no receiver ever saw."""
+    signer = Webhook(webhook_secret)
+    receiver = Receiver(webhook_secret, respond=lambda event: int(event["status"]))
+    async with running(receiver.app()) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rpartition(":")[2]))
+        heads = []
+        try:
+            for number, status in enumerate((204, 304, 204)):  # all on one connection
+                body = json.dumps({"type": "test", "status": status})
+                now = datetime.now(UTC)
+                writer.write(
+                    b"POST /hook HTTP/1.1\r\nHost: receiver\r\n"
+                    + f"Content-Length: {len(body)}\r\nwebhook-id: msg_{number}\r\n".encode()
+                    + f"webhook-timestamp: {int(now.timestamp())}\r\n".encode()
+                    + f"webhook-signature: {signer.sign(f'msg_{number}', now, body)}\r\n".encode()
+                    + b"\r\n"
+                    + body.encode()
+                )
+                heads.append(await reader.readuntil(b"\r\n\r\n"))  # EOF raises
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    # a body after an answer would be read as the start of the next one
+    assert [head.split(b"\r\n")[0] for head in heads] == [
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.1 304 Not Modified",
+        b"HTTP/1.1 204 No Content",
+    ]
+    assert receiver.rejected == []
+    assert [event["status"] for event in receiver.events()] == [204, 304, 204]
 
 
 async def test_410_disables_the_endpoint_until_it_is_enabled_again(
