@@ -112,6 +112,12 @@ class Topology:
         return f"{self.prefix}_webhook_leases"
 
     @property
+    def webhook_attempts_bucket(self) -> str:
+        """How many requests an event being retried has had at an endpoint, key =
+        `<consumer>.<stream sequence>`: attempts count requests, not redeliveries."""
+        return f"{self.prefix}_webhook_attempts"
+
+    @property
     def media_store(self) -> str:
         """Object store of inbound media, object name = media id."""
         return f"{self.prefix}_media"

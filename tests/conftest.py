@@ -81,6 +81,7 @@ async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
         topology.sends_bucket,
         topology.endpoints_bucket,
         topology.webhook_leases_bucket,
+        topology.webhook_attempts_bucket,
     )
     for stream in (
         topology.events_stream,

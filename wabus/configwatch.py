@@ -21,6 +21,7 @@ from schemas.ids import is_instance_id
 from schemas.instances import InstanceConfig
 from schemas.subjects import Topology
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 
@@ -102,5 +103,7 @@ class ConfigWatch:
                     continue
                 await self._apply(instance, config, entry.revision)
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await watcher.stop()  # type: ignore[no-untyped-call]
+            except UNAVAILABLE as error:  # the watch ends with the connection anyway
+                log.info("config watcher not stopped cleanly", error=repr(error))

@@ -21,3 +21,11 @@ DEAD_LETTERS = Counter("wabus_webhook_dead_letters_total", "Events sent to the d
 ENDPOINTS_HELD = Gauge(
     "wabus_webhook_endpoints_delivering", "Endpoints this relay process holds the lease of"
 )
+POISON = Counter(
+    "wabus_webhook_poison_total",
+    "Messages on the events stream that were not events, dead-lettered at first sight",
+)
+REPLIES_REFUSED = Counter(
+    "wabus_webhook_replies_refused_total",
+    "Webhook answers asking for a reply that could not be sent (invalid, or over 64 KiB)",
+)

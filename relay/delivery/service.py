@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import socket
@@ -21,17 +20,19 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from relay.delivery.dispatcher import EndpointDispatcher, EventRef, Shared
+from relay.delivery.attempts import AttemptCounts
+from relay.delivery.dispatcher import EndpointDispatcher, Shared
+from relay.delivery.events import EventRef, Poison, read_event
 from relay.delivery.policy import Decision, Delivered
 from relay.delivery.records import DeliveryLog, NullDeliveryLog, Trigger
 from relay.delivery.states import EndpointStates
 from relay.delivery.targets import Target, global_target, instance_targets
 from schemas.instances import InstanceConfig
-from schemas.subjects import parse_subject
 from wabus.buckets import open_bucket
 from wabus.configwatch import ConfigWatch
 from wabus.leases import Leases
 from wabus.logs import get_logger
+from wabus.natsbus import UNAVAILABLE
 from wabus.settings import Settings
 
 log = get_logger(__name__)
@@ -109,8 +110,23 @@ class Deliveries:
         states_kv = await open_bucket(
             js, topology.endpoints_bucket, "Webhook endpoint state", replicas=replicas
         )
+        attempts_kv = await open_bucket(
+            js,
+            topology.webhook_attempts_bucket,
+            "Requests made for webhook events being retried",
+            ttl=settings.events_max_age,
+            replicas=replicas,
+        )
         leases = Leases(js, topology.webhook_leases_bucket, holder_id(), settings.webhook_lease_ttl)
-        return cls(Shared(js, settings, delivery_log, leases, EndpointStates(states_kv)))
+        shared = Shared(
+            js,
+            settings,
+            delivery_log,
+            leases,
+            EndpointStates(states_kv),
+            AttemptCounts(attempts_kv),
+        )
+        return cls(shared)
 
     # running
 
@@ -198,9 +214,9 @@ class Deliveries:
             message = await self._js.get_msg(self._topology.events_stream, last.event_seq)
         except NotFoundError as error:
             raise EventGone(f"event {event_id!r} is no longer in the events stream") from error
-        event = EventRef(
-            message.data or b"", event_id, last.event_seq, last.instance, last.event_type
-        )
+        event = read_event(message.subject or "", message.data or b"", last.event_seq)
+        if isinstance(event, Poison) or event.event_id != event_id:
+            raise EventGone(f"event {event_id!r} is no longer in the events stream")
         number = last.attempt + 1
         return await dispatcher.attempt(event, number, Trigger.RETRY), number
 
@@ -241,22 +257,14 @@ class Deliveries:
                 for message in messages:
                     if message.metadata.timestamp >= until:
                         return list(found.values())
-                    headers = message.headers or {}
-                    _, instance, rest = parse_subject(message.subject)
-                    event_id = headers.get("Wabus-Event-Id") or json.loads(message.data)["id"]
-                    found.setdefault(
-                        event_id,
-                        EventRef(
-                            message.data,
-                            event_id,
-                            int(headers.get("Wabus-Event-Seq", "0")),
-                            instance,
-                            rest.split(".", 1)[1],
-                        ),
-                    )
+                    event = _dead_letter_event(message.subject, message.data, message.headers)
+                    if event is not None:
+                        found.setdefault(event.event_id, event)
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await subscription.unsubscribe()
+            except UNAVAILABLE as error:
+                log.info("dead-letter reader not closed", error=repr(error))
         return list(found.values())
 
     async def _redeliver(self, dispatcher: EndpointDispatcher, events: list[EventRef]) -> None:
@@ -269,10 +277,30 @@ class Deliveries:
                 if isinstance(await dispatcher.attempt(event, 0, Trigger.RECOVER), Delivered):
                     delivered += 1
 
-        await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("dead letter not recovered", event_id=event.event_id, error=repr(outcome))
         log.info(
             "dead letters recovered",
             endpoint=dispatcher.target.key,
             delivered=delivered,
             failed=len(events) - delivered,
         )
+
+
+def _dead_letter_event(
+    subject: str, body: bytes, headers: dict[str, str] | None
+) -> EventRef | None:
+    """The event a dead letter (`<prefix>.dlq.<instance>.<endpoint>.<type>`) holds; None for a
+    poison message, which recovery cannot deliver either."""
+    parts = subject.split(".", 4)
+    if len(parts) != 5:
+        return None
+    raw_seq = (headers or {}).get("Wabus-Event-Seq", "")
+    seq = int(raw_seq) if raw_seq.isascii() and raw_seq.isdigit() else 0
+    event = read_event(f"{parts[0]}.evt.{parts[2]}.{parts[4]}", body, seq)
+    if isinstance(event, Poison):
+        log.info("poison dead letter skipped by recovery", subject=subject, reason=event.reason)
+        return None
+    return event

@@ -9,6 +9,7 @@ which JetStream's duplicate window and the connector's send records turn into on
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,11 +23,18 @@ def reply_command_id(event_id: str) -> str:
     return f"reply-{event_id}"
 
 
-def reply_to_event(event: dict[str, Any], response_body: bytes) -> SendMessage | None:
-    """The send a webhook answer asks for, or None (not a reply, not JSON, or not valid)."""
-    if event.get("type") != "message.received" or not response_body:
+class RefusedReply(ValueError):
+    """The answer asks for a reply that cannot be sent (not a valid send, or cut at the limit)."""
+
+
+def reply_to_event(
+    event_type: str, data: Mapping[str, Any], response_body: bytes
+) -> SendMessage | None:
+    """The send a webhook answer asks for, or None when it asks for none (not JSON, no `reply`
+    nor `response`, not an answer to `message.received`, our own message). RefusedReply when it
+    asks for a send that is not valid."""
+    if event_type != "message.received" or not response_body:
         return None
-    data = event.get("data") or {}
     if data.get("from_me") or not data.get("chat"):
         return None  # never answer our own messages: an echo bot would talk to itself forever
     try:
@@ -43,5 +51,7 @@ def reply_to_event(event: dict[str, Any], response_body: bytes) -> SendMessage |
         return None
     try:
         return parse_send(request)
-    except ValidationError:
-        return None
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "reply"
+        raise RefusedReply(f"not a valid send: {where}: {problem['msg']}") from None

@@ -7,7 +7,6 @@ the official `standardwebhooks` verifier.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -31,8 +30,8 @@ class WebhookSecret:
 
 
 def sign(secret: WebhookSecret, message_id: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    mac = hmac.digest(secret.key, f"{message_id}.{timestamp}.".encode() + body, "sha256")
+    return "v1," + base64.b64encode(mac).decode()
 
 
 def webhook_headers(

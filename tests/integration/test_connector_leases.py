@@ -92,3 +92,31 @@ async def test_a_session_stops_at_once_when_its_lease_is_taken(
 async def _refused(nc: NATS, settings: Settings, inbound: dict[str, str]) -> bool:
     answer = await cs.sim(nc, settings.topology, "acme", "inbound", inbound)
     return answer["ok"] is False and "not open" in answer["error"]
+
+
+async def test_a_holder_is_sure_of_its_lease_for_one_ttl_and_a_release_is_a_handover(
+    settings: Settings, nc: NATS
+) -> None:
+    js, topology = nc.jetstream(), settings.topology
+    await ensure_buckets(js, topology, lease_ttl=1.0)
+    bucket = topology.leases_bucket
+    now = [100.0]
+    first = Leases(js, bucket, "a", 1.0, clock=lambda: now[0])
+    second = Leases(js, bucket, "b", 1.0)
+    assert not first.holds("acme")  # never claimed
+    assert await first.acquire("acme")
+    assert first.holds("acme") and not first.handed_over("acme")  # a fresh claim, not a handover
+    now[0] += 0.99
+    assert first.holds("acme")
+    now[0] += 0.02  # a TTL since the claim was sent, and no renewal: no longer sure
+    assert not first.holds("acme")
+    assert await first.renew() == []  # the key had not expired on the server yet: renewed
+    assert first.holds("acme")
+    await first.release("acme")
+    assert not first.holds("acme")
+    assert await second.acquire("acme")
+    assert second.handed_over("acme")  # released with a marker: nothing of "a" still runs
+    # "b" vanishes without releasing: the next claim, once the key expired, is not a handover
+    third = Leases(js, bucket, "c", 1.0)
+    await eventually(lambda: third.acquire("acme"), timeout=10, interval=0.2)
+    assert not third.handed_over("acme")
