@@ -207,6 +207,7 @@ async def test_each_user_may_do_only_its_part(single_node: Node) -> None:
         # what each must not do
         await relay.publish("wa.evt.acme.message.received", b"{}")
         await connector.publish("wa.cmd.acme.send", b"{}")
+        await connector.publish("wa.evt.acme.webhook.endpoint_disabled", b"{}")  # the relay's
         for subject in ("wa.evt.acme.message.received", "wa.cmd.acme.send", "$JS.API.INFO"):
             await reader.publish(subject, b"{}")
         await reader.subscribe("wa.cmd.>")
@@ -214,6 +215,7 @@ async def test_each_user_may_do_only_its_part(single_node: Node) -> None:
             await nc.flush()
         await eventually(lambda: relay_denied.seen("wa.evt.acme.message.received"))
         await eventually(lambda: connector_denied.seen("wa.cmd.acme.send"))
+        await eventually(lambda: connector_denied.seen("wa.evt.acme.webhook.endpoint_disabled"))
         for subject in ("wa.evt.acme.message.received", "wa.cmd.acme.send", "$JS.API.INFO"):
             await eventually(lambda s=subject: reader_denied.seen(s))  # type: ignore[misc]
         await eventually(lambda: reader_denied.seen("wa.cmd.>"))
