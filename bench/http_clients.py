@@ -32,9 +32,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
-BODY = b'{"id":"evt_x","type":"message.received","instance":"bench","data":{"text":"' + (
-    b"x" * 380
-) + b'"}}'
+BODY = (
+    b'{"id":"evt_x","type":"message.received","instance":"bench","data":{"text":"'
+    + (b"x" * 380)
+    + b'"}}'
+)
 Post = Callable[[bytes, dict[str, str]], Awaitable[Any]]
 
 
@@ -145,9 +147,7 @@ def main() -> None:
         for round_number in range(1, options.rounds + 1):
             for kind in options.candidates:
                 with spawn.Pool(1) as pool:
-                    result = pool.apply(
-                        _child, (kind, url, options.requests, options.concurrency)
-                    )
+                    result = pool.apply(_child, (kind, url, options.requests, options.concurrency))
                 print(f"round {round_number}  {result}", flush=True)
     finally:
         receiver.terminate()

@@ -105,7 +105,8 @@ async def test_a_holder_is_sure_of_its_lease_for_one_ttl_and_a_release_is_a_hand
     second = Leases(js, bucket, "b", 1.0)
     assert not first.holds("acme")  # never claimed
     assert await first.acquire("acme")
-    assert first.holds("acme") and not first.handed_over("acme")  # a fresh claim, not a handover
+    assert first.holds("acme")
+    assert not first.handed_over("acme")  # a fresh claim, not a handover
     now[0] += 0.99
     assert first.holds("acme")
     now[0] += 0.02  # a TTL since the claim was sent, and no renewal: no longer sure

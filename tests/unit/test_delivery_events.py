@@ -56,24 +56,30 @@ def test_an_event_without_a_chat_shares_its_instances_lane() -> None:
     assert event.lane == ("acme", None)
 
 
-@pytest.mark.parametrize(
-    ("subject", "body", "reason", "instance"),
-    [
-        ("wa.evt.acme.message.received", b"\x00not json", "not an envelope: body: Invalid JSON", "acme"),
-        ("wa.evt.acme.message.received", b"[1, 2]", "not an envelope", "acme"),
-        ("wa.evt.acme.message.received", b'{"hello": "world"}', "not an envelope: id: Field required", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(instance="Not An Id"), "not an envelope: instance", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(id=""), "not an envelope: id", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(timestamp="yesterday"), "not an envelope: timestamp", "acme"),
-        ("wa.evt.other.message.received", encode(MESSAGE), "envelope of 'acme' / 'message.received' on the subject of 'other'", "other"),
-        ("wa.evt.acme.presence.chat", encode(MESSAGE), "on the subject of 'acme' / 'presence.chat'", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(id="evt 1"), "header-safe", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(id="evt\r\nX: 1"), "header-safe", "acme"),
-        ("wa.evt.acme.message.received", envelope_with(id="évt"), "header-safe", "acme"),
-        ("wa.evt.acme", encode(MESSAGE), "not an event subject", UNKNOWN),
-        ("wa.cmd.acme.send", encode(MESSAGE), "not an event subject", UNKNOWN),
-    ],
-)  # fmt: skip
+RECEIVED = "wa.evt.acme.message.received"
+POISON = [
+    (RECEIVED, b"\x00not json", "not an envelope: body: Invalid JSON", "acme"),
+    (RECEIVED, b"[1, 2]", "not an envelope", "acme"),
+    (RECEIVED, b'{"hello": "world"}', "not an envelope: id: Field required", "acme"),
+    (RECEIVED, envelope_with(instance="Not An Id"), "not an envelope: instance", "acme"),
+    (RECEIVED, envelope_with(id=""), "not an envelope: id", "acme"),
+    (RECEIVED, envelope_with(timestamp="yesterday"), "not an envelope: timestamp", "acme"),
+    (
+        "wa.evt.other.message.received",
+        encode(MESSAGE),
+        "envelope of 'acme' / 'message.received' on the subject of 'other'",
+        "other",
+    ),
+    ("wa.evt.acme.presence.chat", encode(MESSAGE), "on the subject of 'acme' / 'presence", "acme"),
+    (RECEIVED, envelope_with(id="evt 1"), "header-safe", "acme"),
+    (RECEIVED, envelope_with(id="evt\r\nX: 1"), "header-safe", "acme"),
+    (RECEIVED, envelope_with(id="évt"), "header-safe", "acme"),
+    ("wa.evt.acme", encode(MESSAGE), "not an event subject", UNKNOWN),
+    ("wa.cmd.acme.send", encode(MESSAGE), "not an event subject", UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("subject", "body", "reason", "instance"), POISON)
 def test_poison_says_why(subject: str, body: bytes, reason: str, instance: str) -> None:
     poison = read_event(subject, body, 3)
     assert isinstance(poison, Poison), poison
