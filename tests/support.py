@@ -66,11 +66,15 @@ class Receiver:
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda event: {}
     """Extra response headers (`Retry-After`, …)."""
     delay: Callable[[dict[str, Any]], float] = lambda event: 0.0
-    """Seconds to wait before answering (a slow or hanging endpoint)."""
+    """Seconds to wait before answering (a slow endpoint)."""
+    hold: Callable[[dict[str, Any]], asyncio.Event | None] = lambda event: None
+    """An event to wait for before answering (a hanging endpoint, released by the test)."""
     deliveries: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     """When each delivery arrived (monotonic), beside `deliveries`."""
     rejected: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+    """Event ids in the order their answers were sent."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> Starlette:
@@ -89,7 +93,10 @@ class Receiver:
             self.arrived.set()
             if pause := self.delay(event):
                 await asyncio.sleep(pause)
+            if gate := self.hold(event):
+                await gate.wait()
             status = self.respond(event)
+            self.answered.append(str(event.get("id", "")))
             if status in BODILESS:
                 return Response(status_code=status, headers=self.headers(event))
             return Response(
