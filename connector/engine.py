@@ -79,8 +79,11 @@ class SessionListener(Protocol):
     async def on_open(self, account: Account) -> None:
         """Connected and logged in."""
 
-    async def on_close(self, reason: DisconnectReason, detail: str) -> None:
-        """The connection ended (or a connect attempt failed) for `reason`."""
+    async def on_close(
+        self, reason: DisconnectReason, detail: str, *, not_before: datetime | None = None
+    ) -> None:
+        """The connection ended (or a connect attempt failed) for `reason`; `not_before` is the
+        earliest next connect WhatsApp allows (a temporary ban's end), when it said."""
 
     async def on_event(
         self, data: EventData, source_id: str | None = None, media: bytes | None = None

@@ -1,8 +1,9 @@
 """The session lifecycle as a pure state machine: what each report of a session does to its state.
 
 The supervisor feeds it what happened (`Connecting`, `QrShown`, `PairCodeIssued`, `Opened`,
-`Closed`) and applies the answer (write the status, publish the event, wait `retry_in` and connect
-again). No I/O and no clock here, so every transition is tested from a table.
+`Closed`) and the time, and applies the answer (write the status, publish the event, wait until
+`retry_at` and connect again). No I/O and no clock of its own, so every transition is tested from
+a table. A close may carry `not_before` (a temporary ban's end): no reconnect is planned before it.
 
     connecting ──qr──▶ qr ──(refresh > max)──▶ failed(qr_exhausted)
         │   ▲            │ pair code ──▶ pairing
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from connector.reasons import DisconnectReason
 from schemas.instances import SessionState
@@ -51,8 +53,8 @@ class Lifecycle:
     """Consecutive failed connects (0 once open)."""
     qr_refreshes: int = 0
     """QR codes shown so far in this pairing attempt."""
-    retry_in: float | None = None
-    """Set when `state` is `closed`: seconds until the next connect."""
+    retry_at: datetime | None = None
+    """Set when `state` is `closed`: when to connect again (never before a close's `not_before`)."""
 
     @property
     def terminal(self) -> bool:
@@ -93,24 +95,28 @@ class Closed:
 
     reason: DisconnectReason
     detail: str = ""
+    not_before: datetime | None = None
+    """The earliest next connect WhatsApp allows (a temporary ban's end), when it said."""
 
 
 Report = Connecting | QrShown | PairCodeIssued | Opened | Closed
 
 
-def step(current: Lifecycle, report: Report, policy: Policy, rng: random.Random) -> Lifecycle:
-    """The state after `report`. Reports that make no sense in a terminal state change nothing
-    (a late callback of a closed connection must not revive it)."""
+def step(
+    current: Lifecycle, report: Report, policy: Policy, rng: random.Random, now: datetime
+) -> Lifecycle:
+    """The state after `report`, which arrived at `now`. Reports that make no sense in a terminal
+    state change nothing (a late callback of a closed connection must not revive it)."""
     if current.terminal and not isinstance(report, Connecting):
         return current
     match report:
         case Connecting():
             if current.terminal:
                 return Lifecycle(state=SessionState.CONNECTING)
-            return replace(current, state=SessionState.CONNECTING, retry_in=None)
+            return replace(current, state=SessionState.CONNECTING, retry_at=None)
         case QrShown():
             if current.qr_refreshes > policy.qr_max_refreshes:
-                return _closed(current, DisconnectReason.QR_EXHAUSTED, "", policy, rng)
+                return _closed(current, Closed(DisconnectReason.QR_EXHAUSTED), policy, rng, now)
             # A QR refresh while a pairing code is out keeps `pairing` (either may complete it)
             # but still counts towards giving up.
             state = (
@@ -121,17 +127,14 @@ def step(current: Lifecycle, report: Report, policy: Policy, rng: random.Random)
             return replace(current, state=SessionState.PAIRING, reason=None)
         case Opened():
             return Lifecycle(state=SessionState.OPEN)
-        case Closed(reason, detail):
-            return _closed(current, reason, detail, policy, rng)
+        case Closed():
+            return _closed(current, report, policy, rng, now)
 
 
 def _closed(
-    current: Lifecycle,
-    reason: DisconnectReason,
-    detail: str,
-    policy: Policy,
-    rng: random.Random,
+    current: Lifecycle, closed: Closed, policy: Policy, rng: random.Random, now: datetime
 ) -> Lifecycle:
+    reason, detail = closed.reason, closed.detail
     if reason.is_expected:
         return Lifecycle(state=SessionState.STOPPED, reason=reason, detail=detail)
     if reason.wipes_session:
@@ -149,8 +152,13 @@ def _closed(
             attempt=current.attempt,
         )
     delay = reconnect_delay(attempt, rng, policy.backoff_base, policy.backoff_max)
-    if reason is DisconnectReason.TEMPORARY_BAN:
-        delay = max(delay, policy.backoff_max)  # hammering a banned account prolongs the ban
+    retry_at = now + timedelta(seconds=delay)
+    not_before = closed.not_before
+    if not_before is None and reason.is_penalty:
+        # WhatsApp did not say when the penalty ends: at least the whole cap, never less.
+        not_before = now + timedelta(seconds=policy.backoff_max)
+    if not_before is not None:
+        retry_at = max(retry_at, not_before)
     return Lifecycle(
-        state=SessionState.CLOSED, reason=reason, detail=detail, attempt=attempt, retry_in=delay
+        state=SessionState.CLOSED, reason=reason, detail=detail, attempt=attempt, retry_at=retry_at
     )

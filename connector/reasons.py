@@ -1,9 +1,12 @@
-"""Why a session closed, as an enum with predicates: the supervisor branches on `is_permanent`
-and `wipes_session`, never on raw codes from an engine (whatsmeow's ConnectFailureReason has the
-same shape)."""
+"""Why a session closed, as an enum with predicates: the supervisor branches on `is_permanent`,
+`wipes_session` and `is_penalty`, never on raw codes from an engine (whatsmeow's
+ConnectFailureReason has the same shape). `Closure` is what an engine knows about one close,
+including when WhatsApp allows the next connect, as a time rather than words."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -44,6 +47,13 @@ class DisconnectReason(StrEnum):
         """Asked for by wabus, so neither an error nor a reason to reconnect."""
         return self is DisconnectReason.STOPPED
 
+    @property
+    def is_penalty(self) -> bool:
+        """WhatsApp penalised the account for a while: connecting before the penalty ends
+        prolongs it, so the next connect waits for its end (or, when WhatsApp did not say when,
+        for the whole backoff cap)."""
+        return self is DisconnectReason.TEMPORARY_BAN
+
 
 _PERMANENT = frozenset(
     {
@@ -54,3 +64,13 @@ _PERMANENT = frozenset(
         DisconnectReason.RETRIES_EXHAUSTED,
     }
 )
+
+
+@dataclass(frozen=True)
+class Closure:
+    """One close as an engine saw it: the reason (which decides), words for people, and the
+    earliest moment WhatsApp allows the next connect (a temporary ban's end), when it said."""
+
+    reason: DisconnectReason
+    detail: str = ""
+    not_before: datetime | None = None

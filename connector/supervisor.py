@@ -1,11 +1,13 @@
 """One task per session: connect, follow what the session reports, reconnect, stop.
 
-The supervisor owns every decision about a session; the pure `lifecycle.step` says what a report
-means, and the supervisor applies it: the status bucket, the `connection.*` event, the backoff.
-Each connect attempt opens a fresh engine session with a listener bound to a *generation* number;
-lifecycle reports of an older generation (a socket that already died) are dropped, as whatsmeow's
-`onDisconnect` ignores callbacks of a replaced socket. Inbound events of any generation are
-published: a message is a fact, whichever connection carried it.
+The supervisor owns every decision about a session, reconnecting included (it is the only
+reconnect path: engines do not reconnect by themselves); the pure `lifecycle.step` says what a
+report means, and the supervisor applies it: the status bucket, the `connection.*` event, the
+backoff. Each connect attempt opens a fresh engine session with a listener bound to a *generation*
+number — the one generation counter of a session; lifecycle reports of an older generation (a
+socket that already died) are dropped, as whatsmeow's `onDisconnect` ignores callbacks of a
+replaced socket. Inbound events of any generation are published: a message is a fact, whichever
+connection carried it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -78,8 +80,10 @@ class _Listener:
     async def on_open(self, account: Account) -> None:
         await self._supervisor.report(self._generation, Opened(), account=account)
 
-    async def on_close(self, reason: DisconnectReason, detail: str) -> None:
-        await self._supervisor.report(self._generation, Closed(reason, detail))
+    async def on_close(
+        self, reason: DisconnectReason, detail: str, *, not_before: datetime | None = None
+    ) -> None:
+        await self._supervisor.report(self._generation, Closed(reason, detail, not_before))
 
     async def on_event(
         self, data: EventData, source_id: str | None = None, media: bytes | None = None
@@ -241,7 +245,8 @@ class SessionSupervisor:
         account: Account | None = None,
     ) -> None:
         before = self.lifecycle
-        after = step(before, report, self._policy, self._rng)
+        now = utc_now()
+        after = step(before, report, self._policy, self._rng, now)
         if after == before and not isinstance(report, Connecting | QrShown | PairCodeIssued):
             return
         if account is not None:
@@ -255,7 +260,6 @@ class SessionSupervisor:
             self._pair = pair
         elif after.state not in (SessionState.PAIRING, SessionState.QR):
             self._pair = None
-        now = utc_now()
         await self._board.put(self._status(after, now))
         event = self._event(after, now, report)
         if event is not None:
@@ -267,7 +271,7 @@ class SessionSupervisor:
             previous=before.state.value,
             reason=after.reason.value if after.reason else None,
             attempt=after.attempt,
-            retry_in=round(after.retry_in, 3) if after.retry_in is not None else None,
+            retry_at=after.retry_at.isoformat() if after.retry_at is not None else None,
         )
 
     def _set(self, after: Lifecycle) -> None:
@@ -285,9 +289,7 @@ class SessionSupervisor:
             reason_code=current.reason.value if current.reason else None,
             reason=current.detail or None,
             attempt=current.attempt,
-            next_retry_at=now + timedelta(seconds=current.retry_in)
-            if current.retry_in is not None
-            else None,
+            next_retry_at=current.retry_at,
             jid=account.jid if account else None,
             phone=account.phone if account else None,
             push_name=account.push_name if account else None,
@@ -317,9 +319,11 @@ class SessionSupervisor:
                     jid=account.jid, phone=account.phone, push_name=account.push_name
                 )
             case SessionState.CLOSED:
-                retry_at = now + timedelta(seconds=current.retry_in or 0)
                 return ConnectionClose(
-                    reason=reason, will_reconnect=True, attempt=current.attempt, retry_at=retry_at
+                    reason=reason,
+                    will_reconnect=True,
+                    attempt=current.attempt,
+                    retry_at=current.retry_at or now,
                 )
             case SessionState.LOGGED_OUT:
                 return ConnectionLoggedOut(reason=current.detail or reason)
@@ -351,8 +355,7 @@ class SessionSupervisor:
                     continue
                 reason = self.lifecycle.reason or DisconnectReason.UNKNOWN
                 RECONNECTS.labels(reason.value).inc()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._restart.wait(), self.lifecycle.retry_in or 0)
+                await self._back_off()
             why = self._stop_detail
         except Exception as error:
             why = f"crashed: {error!r}"
@@ -362,18 +365,30 @@ class SessionSupervisor:
             await self._close_session()
             async with self._lock:
                 self._set(Lifecycle(SessionState.STOPPED, DisconnectReason.STOPPED, why))
-                with contextlib.suppress(Exception):
-                    if not self._report_stop:
-                        raise LookupError("not ours to report")
-                    await self._board.put(self._status(self.lifecycle, utc_now()))
-                    await self._emit(
-                        self.instance,
-                        ConnectionClose(
-                            reason=DisconnectReason.STOPPED.value, will_reconnect=False
-                        ),
-                    )
+                if self._report_stop:
+                    await self._report_stopped()
             SESSIONS.labels(SessionState.STOPPED.value).dec()
             log.info("session loop exited", why=why)
+
+    async def _report_stopped(self) -> None:
+        """The last status and `connection.close`; a failure is logged, since the loop is ending
+        either way and nothing will write them again."""
+        try:
+            await self._board.put(self._status(self.lifecycle, utc_now()))
+            await self._emit(
+                self.instance,
+                ConnectionClose(reason=DisconnectReason.STOPPED.value, will_reconnect=False),
+            )
+        except Exception:
+            ERRORS.labels("supervisor").inc()
+            log.exception("the stopped status or its event could not be written")
+
+    async def _back_off(self) -> None:
+        """Wait until the lifecycle's `retry_at`, or until a restart or stop cuts it short."""
+        retry_at = self.lifecycle.retry_at
+        wait = (retry_at - utc_now()).total_seconds() if retry_at is not None else 0.0
+        with contextlib.suppress(TimeoutError):  # the backoff ran out: time to connect again
+            await asyncio.wait_for(self._restart.wait(), max(wait, 0.0))
 
     async def _connect(self) -> None:
         self.generation += 1

@@ -1,48 +1,53 @@
 """The `neonize` engine: real WhatsApp sessions through neonize (Python over whatsmeow).
 
 The adapter reports and decides nothing: what happens to a session reaches the connector's
-listener, and the connector's supervisor chooses when to connect again. What it has to work
-around in neonize (0.5.2):
+listener, and the connector's supervisor chooses when to connect again. What it does about
+neonize (0.5.2):
 
+- **One reconnect path: the supervisor's.** neonize exports no switch for whatsmeow's
+  `EnableAutoReconnect` (on by default; the Go `Neonize()` call never changes it). So every close
+  — a dropped connection (`DisconnectedEv`) included — stops the Go client: `Stop` disconnects it,
+  which marks the disconnect as expected and ends whatsmeow's auto-reconnect loop, and cancels
+  neonize's event loop, which returns its thread. The supervisor then backs off and opens a new
+  session. A session is one connect attempt: `connect` once, then `disconnect`.
+- **Stale callbacks:** the supervisor's generation number is the only one. Within a session,
+  everything after its close (one close per session) is no lifecycle news; inbound messages are
+  still reported.
+- **Pairing happens in a child process** (`neonize_pairing.py`): neonize's Go call for an
+  unpaired device cannot be ended from Python once it reaches the QR phase, so an abandoned
+  in-process pairing would keep its thread forever. A device that is already paired connects in
+  this process; the child hands over the paired device and exits.
 - Event handlers run as independent coroutines whose exceptions neonize swallows, in no
   guaranteed order. Each handler here only enqueues (synchronously, so the queue keeps
   whatsmeow's order); one worker per session maps, downloads media, reports, and logs anything
   that fails.
-- `connect()` returns a task that runs for the whole session; a failed connect surfaces only as
-  that task's error and is never retried by neonize. `connect` waits until the attempt shows
-  progress (a QR code, or connected) or fails, raising `ConnectError`; a later end of the task
-  is reported through `on_close`.
-- Once logged in, whatsmeow reconnects by itself after a dropped connection (reported as
-  `on_close(NETWORK)`); `connect` on a session whose task still runs therefore starts nothing.
-  Every other close stops the Go client, so the next `connect` starts afresh.
-- The result of whatsmeow's QR channel (`timeout` when nobody scanned) only reaches a private
-  callback of the client; a small subclass forwards it.
+- `connect()` returns a task that runs for the whole connection; a failed connect surfaces only
+  as that task's error. `connect` waits until the attempt shows progress (a QR code, or logged
+  in) or fails, raising `ConnectError`; a later end is reported through `on_close`.
+- Go's `Stop` before neonize's call reached its event loop makes the Go side dereference a
+  deleted client once `Connect` returns, and neonize calls `Stop` when a client is
+  garbage-collected. Each run gets its own client (and Go uuid); `Stop` is called only once it is
+  safe, and a run abandoned before that is stopped when it becomes so.
 - neonize dispatches events to the first event loop it ever saw; `connect` points it at the
   running one.
-- Go's `Stop` on a client still in the QR phase crashes the process later, and neonize calls it
-  when a client is garbage-collected. Each connect attempt gets its own client (and Go uuid);
-  `Stop` is called only once it is safe, and an abandoned attempt is stopped when it becomes so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import functools
+import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import structlog
 
 from connector.engine import Account, ConnectError, SendError, SentMessage, SessionListener
 from connector.engines import neonize_outbound as outbound
 from connector.engines.neonize_lib import (
-    ClientName,
-    ClientType,
+    NeonizeClient,
     NeonizeError,
-    NewAClient,
     ReceiptType,
     aio_events,
     nz,
@@ -59,6 +64,17 @@ from connector.engines.neonize_mapping import (
     login_status_reason,
     parse_device_jid,
     qr_expires_at,
+    surely_not_sent,
+)
+from connector.engines.neonize_pairing import (
+    EXIT_WAIT,
+    PAIRING_COMMAND,
+    LoginStatus,
+    Paired,
+    PairingError,
+    PairingProcess,
+    Qr,
+    RunEnded,
 )
 from connector.engines.neonize_store import (
     NeonizeStore,
@@ -66,7 +82,7 @@ from connector.engines.neonize_store import (
     SqliteStore,
     StoreLocation,
 )
-from connector.reasons import DisconnectReason
+from connector.reasons import Closure, DisconnectReason
 from schemas.commands import (
     MarkRead,
     Presence,
@@ -80,6 +96,8 @@ from wabus.logs import get_logger
 from wabus.settings import Settings
 from wabus.ssrf import Network
 
+__all__ = ["NeonizeClient", "NeonizeEngine", "NeonizeSession", "build_neonize_engine"]
+
 log = get_logger(__name__)
 
 MAX_INBOUND_MEDIA_BYTES = 100 * 1024 * 1024
@@ -87,6 +105,12 @@ MAX_INBOUND_MEDIA_BYTES = 100 * 1024 * 1024
 
 REAP_WITHIN = 600.0
 """How long a run being wound down may take to reach a point where it can be stopped."""
+
+STOP_WAIT = 5.0
+"""Seconds neonize's connect gets to end after `Stop` (it returns once Go's loop sees it)."""
+
+DRAIN_WAIT = 5.0
+"""Seconds a closing session's worker gets to report what is already queued."""
 
 SUBSCRIBED_EVENTS = (
     nz.Message,
@@ -104,68 +128,78 @@ SUBSCRIBED_EVENTS = (
     nz.KeepAliveTimeout,
 )
 
-
-class NeonizeClient(NewAClient):  # type: ignore[misc]
-    """neonize's client, with whatsmeow's QR-channel result (`success`, `timeout`, `err-…`)
-    forwarded instead of dropped (the callback runs on a Go thread), and without neonize's
-    stop-on-garbage-collection: stopping a client whose Go side is still in the QR phase
-    crashes the process later, so the session alone decides when to stop."""
-
-    login_status: Callable[[str], None] | None = None
-
-    def __init__(self, name: str, uuid: str) -> None:
-        super().__init__(name, uuid=uuid)
-        self._stop_finalizer.detach()
-
-    def _NewAClient__onLoginStatus(self, uuid: int, status: int) -> None:
-        callback = self.login_status
-        if callback is not None and status:
-            callback(ctypes.string_at(status).decode(errors="replace"))
-
-    @property
-    def stoppable(self) -> bool:
-        """Whether Go's `Stop` is safe: neonize's connect never started, has returned, or reached
-        its event loop (it then has sent the device, `me`). Before that, a stopped client makes
-        the Go side dereference a deleted client once the QR phase ends."""
-        task = self.connect_task
-        return task is None or task.done() or self.me is not None
-
+_INBOUND_EVENTS = (nz.Message, nz.Receipt, nz.ChatPresence)
+"""Facts that are published whenever they arrive, even after the session closed."""
 
 ClientFactory = Callable[[str, str], Any]
 """(store location, uuid) -> a `NeonizeClient`; tests pass one whose network side is faked."""
 
 
-@dataclass(frozen=True)
-class _Qr:
-    code: str
+class _GoRun:
+    """One in-process run of neonize's connect for a paired device, with a client of its own
+    (a Go uuid per run), so that a run being wound down never mixes with the next one."""
 
-
-@dataclass(frozen=True)
-class _LoginStatus:
-    status: str
-
-
-@dataclass(frozen=True)
-class _TaskEnded:
-    error: str | None
-
-
-@dataclass
-class _Connection:
-    """One run of neonize's connect: its own Go client (a uuid per run), so that a run being
-    wound down never mixes with the next one."""
-
-    generation: int
-    client: Any
-    task: asyncio.Task[None] | None = None
+    def __init__(self, client: Any, instance_log: structlog.stdlib.BoundLogger) -> None:
+        self.client = client
+        self.task: asyncio.Task[None] | None = None
+        self.reaper: asyncio.Task[None] | None = None
+        self.ended: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._log = instance_log
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    @property
+    def released(self) -> bool:
+        """neonize's Go call has returned (its thread is free) and nothing waits to stop it."""
+        reaping = self.reaper is not None and not self.reaper.done()
+        return not self.running and not reaping
+
+    async def start(self) -> None:
+        """Start neonize's connect. Raises `NeonizeError` when it refuses at once."""
+        task = self.task = await self.client.connect()
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not self.ended.done():
+            self.ended.set_result(_task_error(task) or "neonize stopped")
+
+    async def stop(self) -> None:
+        """Stop the Go client now if that is safe, else as soon as it is (in the background)."""
+        if self.client.stoppable:
+            await self._stop_now()
+        elif self.reaper is None:
+            self.reaper = asyncio.create_task(self._reap())
+
+    async def _stop_now(self) -> None:
+        try:
+            await self.client.stop()
+        except Exception:
+            self._log.exception("stopping the neonize client failed")
+        task = self.task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not task.done():
+                self._log.warning("neonize's connect did not end after Stop", waited=STOP_WAIT)
+
+    async def _reap(self) -> None:
+        """Stop the run once that is safe: a paired device's run gets there when its dial ends."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REAP_WITHIN
+        while loop.time() < deadline:
+            if self.client.stoppable:
+                await self._stop_now()
+                return
+            await asyncio.sleep(1.0)
+        self._log.warning("neonize left a worker thread behind (its connect never settled)")
+
+
+_Run = _GoRun | PairingProcess
+
 
 class NeonizeSession:
-    """One linked device of one instance."""
+    """One connect attempt of one instance's linked device: `connect` once, then `disconnect`."""
 
     def __init__(
         self,
@@ -178,89 +212,143 @@ class NeonizeSession:
         pair_timeout: float = 30.0,
         clock: Callable[[], datetime] = utc_now,
         client_factory: ClientFactory = NeonizeClient,
+        pairing_command: Sequence[str] = PAIRING_COMMAND,
+        on_released: Callable[[NeonizeSession], None] | None = None,
     ) -> None:
         self.instance = instance
         self._client_factory = client_factory
+        self._pairing_command = tuple(pairing_command)
         self._listener = listener
         self._store = store
         self._media_allow = tuple(media_allow)
         self._connect_timeout = connect_timeout
         self._pair_timeout = pair_timeout
         self._clock = clock
-        self._connection: _Connection | None = None
-        self._generation = 0
+        self._on_released = on_released
+        self._run: _Run | None = None
+        self._retired: list[_Run] = []
+        self._started = False
         self._connecting = False
+        self._closed = False
         self._logged_in = False
         self._qr_count = 0
         self._progress = asyncio.Event()
         self._qr_shown = asyncio.Event()
-        self._queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._reapers: set[asyncio.Task[None]] = set()
         self._remembered: str | None = None
         self._connect_lock = asyncio.Lock()
         self._log = log.bind(instance=instance)
 
     @property
     def running(self) -> bool:
-        """Whether a neonize connection (or whatsmeow's own reconnecting) is under way."""
-        return self._connection is not None and self._connection.running
+        """Whether a run of neonize (in this process, or a pairing child) is under way."""
+        return self._run is not None and self._run.running
+
+    @property
+    def pairing(self) -> bool:
+        """Whether the session is pairing a new device (in a child process)."""
+        return isinstance(self._run, PairingProcess) and self._run.running
+
+    @property
+    def pairing_pid(self) -> int | None:
+        """The pairing child's process id while there is one (for diagnostics and tests)."""
+        run = self._run
+        return run.pid if isinstance(run, PairingProcess) else None
 
     @property
     def logged_in(self) -> bool:
         return self._logged_in
 
-    async def connect(self) -> None:
-        async with self._connect_lock:  # one attempt at a time (pair_phone connects too)
-            if not self.running:
-                await self._connect()
+    @property
+    def released(self) -> bool:
+        """Nothing of the session is left: no run, no pairing child, no worker, no reaper."""
+        runs = [self._run] if self._run is not None else []
+        worker_done = self._worker is None or self._worker.done()
+        return worker_done and all(run.released for run in [*runs, *self._retired])
 
-    async def _connect(self) -> None:
-        await self._stop_client()
-        try:
-            location = await self._store.location(self.instance)
-        except Exception as error:
-            self._log.warning("neonize store unavailable", error=str(error))
-            raise ConnectError(DisconnectReason.UNKNOWN, f"store unavailable: {error}") from error
-        self._start_worker()
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self._started:
+                raise RuntimeError("a neonize session connects once; open a new session")
+            self._started = True
+            try:
+                location = await self._store.location(self.instance)
+            except Exception as error:
+                self._closed = True
+                self._log.warning("neonize store unavailable", error=str(error))
+                raise ConnectError(
+                    DisconnectReason.UNKNOWN, f"store unavailable: {error}"
+                ) from error
+            self._start_worker()
+            self._connecting = True  # until connect returns, it reports the run's end itself
+            try:
+                run = await self._start_run(location)
+                await self._await_progress(run)
+            finally:
+                self._connecting = False
+
+    async def _start_run(self, location: StoreLocation) -> _Run:
+        """A pairing child for a device that is not paired yet, else an in-process run."""
         quiet_library_logs()
         aio_events.event_global_loop = asyncio.get_running_loop()
-        self._generation += 1
-        connection = self._connection = _Connection(
-            self._generation, self._new_client(location, self._generation)
-        )
+        uuid = f"wabus-{self.instance}-{secrets.token_hex(4)}"
+        run: _Run
+        if location.jid is None:
+            run = PairingProcess(
+                location,
+                uuid,
+                self._queue.put_nowait,
+                command=self._pairing_command,
+                instance=self.instance,
+            )
+        else:
+            run = _GoRun(self._new_client(location, uuid), self._log)
+        self._run = run
         self._qr_count = 0
-        self._progress.clear()
-        self._qr_shown.clear()
-        self._connecting = True
+        run.ended.add_done_callback(lambda ended: self._run_ended(run, ended.result()))
         try:
-            try:
-                task = connection.task = await connection.client.connect()
-            except NeonizeError as error:
-                raise ConnectError(connect_error_reason(str(error)), str(error)) from error
-            task.add_done_callback(lambda done: self._task_done(connection.generation, done))
-            progress = asyncio.ensure_future(self._progress.wait())
-            try:
-                await asyncio.wait(
-                    {task, progress},
-                    timeout=self._connect_timeout,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                progress.cancel()
+            await run.start()
+        except (NeonizeError, OSError) as error:
+            self._closed = True
+            await self._stop_run()
+            reason = connect_error_reason(str(error))
+            raise ConnectError(reason, str(error) or type(error).__name__) from error
+        return run
+
+    async def _await_progress(self, run: _Run) -> None:
+        """Wait until the run shows progress (a QR code, logged in) or ends; an end before
+        anything else was reported is this connect's failure."""
+        progress: asyncio.Future[Any] = asyncio.ensure_future(self._progress.wait())
+        ended: asyncio.Future[Any] = run.ended
+        try:
+            await asyncio.wait(
+                {ended, progress},
+                timeout=self._connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
-            self._connecting = False
-        if task.done():
-            detail = _task_error(task) or "neonize stopped before connecting"
+            progress.cancel()
+        if run.ended.done() and not self._closed:
+            self._closed = True  # this ConnectError is the session's close
+            detail = run.ended.result() or "neonize stopped before connecting"
             reason = connect_error_reason(detail)
             self._log.warning("neonize connect failed", reason=reason.value, detail=detail)
-            await self._stop_client()
+            await self._stop_run()
             raise ConnectError(reason, detail)
 
+    def _run_ended(self, run: _Run, error: str | None) -> None:
+        if run is self._run and not self._connecting:
+            self._queue.put_nowait(RunEnded(error))
+
     async def disconnect(self) -> None:
-        await self._stop_client()
-        await self._report_close(DisconnectReason.STOPPED, "disconnected by wabus")
+        """Stop the run; `on_close(stopped)` unless the session had already ended."""
+        already_closed, self._closed = self._closed, True
+        await self._stop_run()
+        if not already_closed:
+            await self._report_close(Closure(DisconnectReason.STOPPED, "disconnected by wabus"))
         await self._stop_worker()
+        self._check_released()
 
     async def send(self, message: SendMessage) -> SentMessage:
         client = self._logged_in_client()
@@ -280,7 +368,10 @@ class NeonizeSession:
         try:
             response = await client.send_message(outbound.to_jid(message.to), built)
         except NeonizeError as error:
-            raise _send_error(error) from error
+            # Retryable only when the message surely did not leave; after a timeout it may have,
+            # and sending again could deliver it twice.
+            text = str(error)
+            raise SendError("send_failed", text, retryable=surely_not_sent(text)) from error
         return SentMessage(
             message_id=str(response.ID),
             chat=outbound.jid_string(message.to),
@@ -288,28 +379,22 @@ class NeonizeSession:
         )
 
     async def pair_phone(self, phone: str) -> str:
+        """A phone pairing code, from the pairing child once WhatsApp offered a QR code
+        (whatsmeow pairs by phone over the socket that waits for a scan)."""
         if self._logged_in:
             raise SendError("already_paired", "this instance is already linked to WhatsApp")
-        if not self.running:
-            try:
-                await self.connect()
-            except ConnectError as error:
-                raise SendError("not_connected", error.detail, retryable=True) from error
+        run = self._run
+        if not isinstance(run, PairingProcess) or not run.running:
+            raise SendError("not_connected", "the session is not pairing", retryable=True)
         try:
-            # whatsmeow pairs by phone over the socket that waits for a QR scan.
             await asyncio.wait_for(self._qr_shown.wait(), self._pair_timeout)
         except TimeoutError as error:
             raise SendError(
                 "not_connected", "WhatsApp did not offer pairing in time", retryable=True
             ) from error
-        assert self._connection is not None
         try:
-            code = str(
-                await self._connection.client.PairPhone(
-                    phone, True, client_name=ClientName.LINUX, client_type=ClientType.CHROME
-                )
-            )
-        except NeonizeError as error:
+            code = await run.pair_phone(phone, self._pair_timeout)
+        except PairingError as error:
             raise SendError("pair_phone_failed", str(error), retryable=True) from error
         self._log.info("pairing code issued")
         await self._guarded(self._listener.on_pair_code(code, phone), "on_pair_code")
@@ -325,9 +410,11 @@ class NeonizeSession:
             raise SendError(
                 "not_connected", "logging out needs a connected session", retryable=True
             )
-        await self._stop_client()
+        already_closed, self._closed = self._closed, True
+        await self._stop_run()
         await self._forget_device()
-        await self._report_close(DisconnectReason.LOGGED_OUT, "logged out on request")
+        if not already_closed:
+            await self._report_close(Closure(DisconnectReason.LOGGED_OUT, "logged out on request"))
 
     async def mark_read(self, request: MarkRead) -> None:
         if request.sender is None and request.chat.endswith("@g.us"):
@@ -352,17 +439,22 @@ class NeonizeSession:
             raise SendError("presence_failed", str(error), retryable=True) from error
 
     async def close(self) -> None:
-        """Release the Go client and the worker without reporting (engine shutdown)."""
-        await self._stop_client()
+        """Release everything without reporting (engine shutdown): a pairing child is killed, a
+        Go client stopped if that is safe (the process is ending either way)."""
+        self._closed = True
+        await self._stop_run()
         await self._stop_worker()
-        for reaper in list(self._reapers):
+        reapers = {run.reaper for run in self._retired if isinstance(run, _GoRun) and run.reaper}
+        for reaper in reapers:
             reaper.cancel()
-        await asyncio.gather(*self._reapers, return_exceptions=True)
+        if reapers:
+            await asyncio.wait(reapers)
+        self._check_released()
 
-    # -- neonize clients and their callbacks -----------------------------------------------
+    # -- runs ----------------------------------------------------------------------------------
 
-    def _new_client(self, location: StoreLocation, generation: int) -> Any:
-        client = self._client_factory(location.name, f"wabus-{self.instance}-{generation}")
+    def _new_client(self, location: StoreLocation, uuid: str) -> Any:
+        client = self._client_factory(location.name, uuid)
         # Set after construction: neonize's `jid=` argument would also replace the uuid.
         client.new_device = location.new_device
         if location.jid is not None:
@@ -371,75 +463,44 @@ class NeonizeSession:
 
         def login_status(status: str) -> None:  # on a Go thread: nothing may escape
             try:
-                loop.call_soon_threadsafe(
-                    self._queue.put_nowait, (generation, _LoginStatus(status))
-                )
-            except Exception:
-                self._log.exception("neonize login status callback failed", status=status)
+                loop.call_soon_threadsafe(self._queue.put_nowait, LoginStatus(status))
+            except RuntimeError:  # the loop is closed: the process is ending
+                self._log.warning("neonize login status after the loop closed", status=status)
 
         client.login_status = login_status
-        client.qr(functools.partial(self._on_qr, generation))
+        client.qr(self._on_qr)
         for event_type in SUBSCRIBED_EVENTS:
-            client.event(event_type)(functools.partial(self._on_event, generation))
+            client.event(event_type)(self._on_event)
         return client
 
-    async def _on_qr(self, generation: int, client: Any, data: bytes) -> None:
-        try:
-            self._queue.put_nowait((generation, _Qr(data.decode())))
-        except Exception:
-            self._log.exception("neonize QR callback failed")
+    async def _on_qr(self, client: Any, data: bytes) -> None:
+        self._queue.put_nowait(Qr(data.decode(errors="replace")))
 
-    async def _on_event(self, generation: int, client: Any, event: Any) -> None:
-        try:
-            self._queue.put_nowait((generation, event))
-        except Exception:
-            self._log.exception("neonize event callback failed")
+    async def _on_event(self, client: Any, event: Any) -> None:
+        self._queue.put_nowait(event)
 
-    def _task_done(self, generation: int, task: asyncio.Task[None]) -> None:
-        if self._connecting or generation != self._generation or task.cancelled():
-            return  # connect() reports what happened while it waited; stale runs are reaped
-        self._queue.put_nowait((generation, _TaskEnded(_task_error(task))))
+    async def _stop_run(self) -> None:
+        """End the current run; its later reports are no news."""
+        run, self._run = self._run, None
+        self._logged_in = False
+        if run is None:
+            return
+        self._retired.append(run)
+        await run.stop()
+        if isinstance(run, _GoRun) and run.reaper is not None:
+            run.reaper.add_done_callback(lambda _: self._check_released())
+
+    def _check_released(self) -> None:
+        if self._on_released is not None and self._closed and self.released:
+            self._on_released(self)
 
     def _logged_in_client(self) -> Any:
-        if self._connection is None or not self._logged_in:
+        run = self._run
+        if not isinstance(run, _GoRun) or not self._logged_in:
             raise SendError("not_connected", "the session is not connected", retryable=True)
-        return self._connection.client
+        return run.client
 
-    async def _stop_client(self) -> None:
-        """End the current run of neonize's connect; its later events and end are no news."""
-        connection, self._connection = self._connection, None
-        self._generation += 1
-        self._logged_in = False
-        if connection is None:
-            return
-        if connection.client.stoppable:
-            await self._stop_go_client(connection)
-            return
-        reaper = asyncio.create_task(self._reap(connection))
-        self._reapers.add(reaper)
-        reaper.add_done_callback(self._reapers.discard)
-
-    async def _stop_go_client(self, connection: _Connection) -> None:
-        try:
-            await connection.client.stop()
-        except Exception:
-            self._log.exception("stopping the neonize client failed")
-        if connection.task is not None and not connection.task.done():
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(connection.task), timeout=5.0)
-
-    async def _reap(self, connection: _Connection) -> None:
-        """Stop a run once that is safe. A run that ran out of QR codes never gets there: neonize
-        then waits for a device id forever, holding its executor worker."""
-        deadline = asyncio.get_running_loop().time() + REAP_WITHIN
-        while asyncio.get_running_loop().time() < deadline:
-            if connection.client.stoppable:
-                await self._stop_go_client(connection)
-                return
-            await asyncio.sleep(1.0)
-        self._log.warning("neonize left a worker thread behind (pairing never completed)")
-
-    # -- the worker: everything reported, in whatsmeow's order -----------------------------
+    # -- the worker: everything reported, in whatsmeow's order -------------------------------
 
     def _start_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -449,17 +510,22 @@ class NeonizeSession:
         worker, self._worker = self._worker, None
         if worker is None:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=5.0)
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=DRAIN_WAIT)
+        except TimeoutError:
+            self._log.warning(
+                "neonize events dropped at close", unreported=self._queue.qsize(), waited=DRAIN_WAIT
+            )
         worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await asyncio.wait({worker})  # the worker's cancellation, not ours: ours propagates
 
     async def _work(self) -> None:
         while True:
-            generation, item = await self._queue.get()
+            item = await self._queue.get()
             try:
-                if generation == self._generation:
+                if self._closed and not isinstance(item, _INBOUND_EVENTS):
+                    self._log.debug("report after the close dropped", item=type(item).__name__)
+                else:
                     await self._handle(item)
             except Exception:
                 self._log.exception("neonize event handling failed", item=type(item).__name__)
@@ -467,17 +533,20 @@ class NeonizeSession:
                 self._queue.task_done()
 
     async def _handle(self, item: Any) -> None:
-        if isinstance(item, _Qr):
+        if isinstance(item, Qr):
             refresh = self._qr_count
             self._qr_count += 1
             self._progress.set()
             self._qr_shown.set()
             expires_at = qr_expires_at(refresh, self._clock())
             await self._guarded(self._listener.on_qr(item.code, expires_at), "on_qr")
-        elif isinstance(item, _LoginStatus):
+        elif isinstance(item, LoginStatus):
             await self._login_status(item.status)
-        elif isinstance(item, _TaskEnded):
-            await self._task_ended(item)
+        elif isinstance(item, RunEnded):
+            detail = item.error or "neonize client stopped"
+            await self._close(Closure(connect_error_reason(detail), detail))
+        elif isinstance(item, Paired):
+            await self._paired(item.jid)
         elif isinstance(item, nz.Connected):
             self._logged_in = True
             self._progress.set()
@@ -489,36 +558,49 @@ class NeonizeSession:
         elif isinstance(item, nz.KeepAliveTimeout):
             self._log.info("WhatsApp keep-alive timed out", errors=int(item.ErrorCount))
         else:
-            closed = close_reason(item)
-            if closed is not None:
-                await self._closed(*closed)
+            closure = close_reason(item, self._clock())
+            if closure is not None:
+                await self._close(closure)
             else:
                 await self._inbound(item)
 
     async def _login_status(self, status: str) -> None:
-        closed = login_status_reason(status)
-        if closed is None:
+        closure = login_status_reason(status)
+        if closure is None:
             self._log.info("QR scanned, device linked")
             return
-        await self._closed(*closed)
+        await self._close(closure)
 
-    async def _task_ended(self, ended: _TaskEnded) -> None:
-        await self._stop_client()
-        detail = ended.error or "neonize client stopped"
-        await self._report_close(connect_error_reason(detail), detail)
+    async def _paired(self, jid: str) -> None:
+        """The pairing child linked the device: it exits, and the device connects here."""
+        pairing = self._run
+        if not isinstance(pairing, PairingProcess):
+            return
+        self._run = None
+        self._retired.append(pairing)
+        self._log.info("device paired", device=jid)
+        await self._remember(jid)
+        await pairing.stop(exit_within=EXIT_WAIT)
+        location = StoreLocation(name=pairing.location.name, jid=jid)
+        try:
+            await self._start_run(location)
+        except ConnectError as error:  # the run is stopped and the session closed: report it
+            await self._report_close(Closure(error.reason, error.detail))
 
     async def _remember_device(self) -> None:
-        me = self._connection.client.me if self._connection is not None else None
-        if me is None or not me.JID.User:
-            return
-        jid = device_jid_str(me.JID)
+        run = self._run
+        me = run.client.me if isinstance(run, _GoRun) else None
+        if me is not None and me.JID.User:
+            await self._remember(device_jid_str(me.JID))
+
+    async def _remember(self, jid: str) -> None:
         if jid == self._remembered:
             return
         try:
             await self._store.remember(self.instance, jid)
             self._remembered = jid
         except Exception:
-            self._log.exception("could not record the instance's device")
+            self._log.exception("could not record the instance's device", device=jid)
 
     async def _forget_device(self) -> None:
         self._remembered = None
@@ -527,15 +609,15 @@ class NeonizeSession:
         except Exception:
             self._log.exception("could not forget the instance's device")
 
-    async def _closed(self, reason: DisconnectReason, detail: str) -> None:
+    async def _close(self, closure: Closure) -> None:
+        """The session's one close: stop the run (whatever the reason, so whatsmeow never
+        reconnects by itself), and report it."""
+        self._closed = True
         self._progress.set()
-        if reason.wipes_session:
+        if closure.reason.wipes_session:
             await self._forget_device()
-        if reason is DisconnectReason.NETWORK:
-            self._logged_in = False  # whatsmeow reconnects by itself and reports Connected
-        else:
-            await self._stop_client()
-        await self._report_close(reason, detail)
+        await self._stop_run()
+        await self._report_close(closure)
 
     async def _inbound(self, event: Any) -> None:
         mapped = inbound(event)
@@ -544,11 +626,12 @@ class NeonizeSession:
         data, source_id = mapped
         media: bytes | None = None
         found = downloadable(event) if isinstance(event, nz.Message) else None
-        if found is not None and self._connection is not None:
+        run = self._run
+        if found is not None and isinstance(run, _GoRun):
             message, size = found
             if size <= MAX_INBOUND_MEDIA_BYTES:
                 try:
-                    media = bytes(await self._connection.client.download_any(message))
+                    media = bytes(await run.client.download_any(message))
                 except NeonizeError as error:
                     self._log.warning("media download failed", error=str(error))
             else:
@@ -558,16 +641,25 @@ class NeonizeSession:
         )
 
     def _account(self) -> Account:
-        me = self._connection.client.me if self._connection is not None else None
+        run = self._run
+        me = run.client.me if isinstance(run, _GoRun) else None
         if me is None or not me.JID.User:
             return Account(jid=None, phone=None, push_name=None)
         return Account(
             jid=jid_str(me.JID), phone=str(me.JID.User), push_name=str(me.PushName) or None
         )
 
-    async def _report_close(self, reason: DisconnectReason, detail: str) -> None:
-        self._log.info("neonize session closed", reason=reason.value, detail=detail)
-        await self._guarded(self._listener.on_close(reason, detail), "on_close")
+    async def _report_close(self, closure: Closure) -> None:
+        self._log.info(
+            "neonize session closed",
+            reason=closure.reason.value,
+            detail=closure.detail,
+            not_before=closure.not_before.isoformat() if closure.not_before else None,
+        )
+        await self._guarded(
+            self._listener.on_close(closure.reason, closure.detail, not_before=closure.not_before),
+            "on_close",
+        )
 
     async def _guarded(self, call: Any, what: str) -> None:
         try:
@@ -583,16 +675,9 @@ def _task_error(task: asyncio.Task[None]) -> str | None:
     return None if error is None else (str(error) or type(error).__name__)
 
 
-def _send_error(error: Exception) -> SendError:
-    """Retryable only when the message surely did not leave (not connected); after a timeout it
-    may have, and sending again could deliver it twice."""
-    text = str(error)
-    not_sent = any(mark in text.lower() for mark in ("not connected", "not logged in"))
-    return SendError("send_failed", text, retryable=not_sent)
-
-
 class NeonizeEngine:
-    """Opens neonize sessions whose stores live in `store`."""
+    """Opens neonize sessions whose stores live in `store`; forgets each one once nothing of it
+    is left (no run, pairing child, worker or reaper)."""
 
     name = "neonize"
 
@@ -604,14 +689,22 @@ class NeonizeEngine:
         connect_timeout: float = 20.0,
         clock: Callable[[], datetime] = utc_now,
         client_factory: ClientFactory = NeonizeClient,
+        pairing_command: Sequence[str] = PAIRING_COMMAND,
     ) -> None:
         self.store = store
         self._media_allow = tuple(media_allow)
         self._connect_timeout = connect_timeout
         self._clock = clock
         self._client_factory = client_factory
+        self._pairing_command = tuple(pairing_command)
         self.sessions: dict[str, NeonizeSession] = {}
         self._opened: list[NeonizeSession] = []
+
+    @property
+    def opened(self) -> tuple[NeonizeSession, ...]:
+        """Sessions not released yet: the current one of each instance, and replaced ones that
+        still hold a run, a pairing child, a worker or a reaper."""
+        return tuple(self._opened)
 
     def open_session(self, instance: str, listener: SessionListener) -> NeonizeSession:
         session = NeonizeSession(
@@ -622,21 +715,29 @@ class NeonizeEngine:
             connect_timeout=self._connect_timeout,
             clock=self._clock,
             client_factory=self._client_factory,
+            pairing_command=self._pairing_command,
+            on_released=self._released,
         )
         self.sessions[instance] = session
         self._opened.append(session)
         return session
 
+    def _released(self, session: NeonizeSession) -> None:
+        if session in self._opened:
+            self._opened.remove(session)
+        if self.sessions.get(session.instance) is session:
+            del self.sessions[session.instance]
+
     async def close(self) -> None:
-        for session in self._opened:  # replaced sessions too: they may hold workers
+        for session in list(self._opened):  # replaced sessions too: they may hold workers
             await session.close()
         self._opened.clear()
         self.sessions.clear()
 
 
 def store_for(settings: Settings) -> NeonizeStore:
-    """Postgres (a schema per instance) when `DATABASE_URL` is set, else SQLite files in the
-    data folder."""
+    """Postgres (all instances in one database, a device table beside whatsmeow's) when
+    `DATABASE_URL` is set, else one SQLite file per instance in the data folder."""
     if settings.database_url is not None:
         return PostgresStore(settings.database_url.get_secret_value())
     return SqliteStore(settings.data_dir / "neonize")

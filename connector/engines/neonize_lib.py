@@ -5,17 +5,18 @@ which would add a second handler to the root logger wabus configured, and it lea
 subprocess pipe open. This module snapshots the
 root logger around the import and restores it, and lowers neonize's own loggers so the Go side
 (which reads the level of `neonize.utils.log` when a client connects) does not forward its debug
-lines. Nothing here connects anything.
+lines. `NeonizeClient` is neonize's client as wabus uses it. Nothing here connects anything.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 LIBRARY_LOG_LEVEL = logging.WARNING
@@ -64,9 +65,10 @@ def quiet_library_logs(level: int = LIBRARY_LOG_LEVEL) -> None:
 
 
 with root_logging_kept(), popen_closed():
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
     from neonize.aioze import events as aio_events
     from neonize.aioze.client import NewAClient
-    from neonize.events import EVENT_TO_INT
+    from neonize.events import EVENT_TO_INT, INT_TO_EVENT
     from neonize.exc import NeonizeError
     from neonize.proto import Neonize_pb2 as nz
     from neonize.proto.waCommon import WACommon_pb2 as wa_common
@@ -82,13 +84,44 @@ with root_logging_kept(), popen_closed():
 
 quiet_library_logs()
 
+
+class NeonizeClient(NewAClient):  # type: ignore[misc]
+    """neonize's client, with whatsmeow's QR-channel result (`success`, `timeout`, `err-…`)
+    forwarded instead of dropped (the callback runs on a Go thread), and without neonize's
+    stop-on-garbage-collection: stopping a client whose Go side has not reached its event loop
+    makes Go dereference a deleted client later, so the owner alone decides when to stop."""
+
+    login_status: Callable[[str], None] | None = None
+
+    def __init__(self, name: str, uuid: str) -> None:
+        super().__init__(name, uuid=uuid)
+        self._stop_finalizer.detach()
+
+    def _NewAClient__onLoginStatus(self, uuid: int, status: int) -> None:
+        callback = self.login_status
+        if callback is not None and status:
+            callback(ctypes.string_at(status).decode(errors="replace"))
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether Go's `Stop` is safe: neonize's connect never started, has returned, or reached
+        its event loop (it then has sent the device, `me`). Before that, neonize's `Neonize()`
+        looks the client up again once `Connect` returns (`FetchMe`), and a stopped client is a
+        nil pointer there."""
+        task = self.connect_task
+        return task is None or task.done() or self.me is not None
+
+
 __all__ = [
     "EVENT_TO_INT",
+    "INT_TO_EVENT",
     "ChatPresence",
     "ChatPresenceMedia",
     "ClientName",
     "ClientType",
+    "DecodeError",
     "MediaType",
+    "NeonizeClient",
     "NeonizeError",
     "NewAClient",
     "ReceiptType",

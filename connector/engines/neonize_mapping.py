@@ -1,5 +1,9 @@
 """What neonize reports, in wabus's words: pure functions from neonize's protobuf events to the
-v1 event models, and from its connection events to a `DisconnectReason`.
+v1 event models, and from its connection events to a `Closure` (reason, detail, earliest retry).
+
+Connection events are classified by the codes they carry (event type, `ConnectFailureReason`,
+`TemporaryBan` code and expiry). Only errors neonize hands over as text alone (a `NeonizeError`
+carrying whatsmeow's error string) are classified by whatsmeow's own sentinel messages.
 
 Nothing here does I/O, so every mapping is tested with real neonize protobuf objects. neonize's
 objects are untyped to mypy (`Any`); the functions say in their docstrings which type they take.
@@ -12,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.engines.neonize_lib import e2e, nz
-from connector.reasons import DisconnectReason
+from connector.reasons import Closure, DisconnectReason
 from schemas.envelope import EventData
 from schemas.events import (
     Contact,
@@ -59,8 +63,38 @@ _RECEIPT_STATUS = {
 }
 """Receipts from the other side; `*_SELF`, retries, server errors and the like are not events."""
 
-_LOGGED_OUT_FAILURES = frozenset({"LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"})
-_OUTDATED_FAILURES = frozenset({"CLIENT_OUTDATED", "BAD_USER_AGENT"})
+_FAILURE = nz.ConnectFailureReason
+CONNECT_FAILURES: dict[int, DisconnectReason] = {
+    _FAILURE.LOGGED_OUT: DisconnectReason.LOGGED_OUT,
+    _FAILURE.MAIN_DEVICE_GONE: DisconnectReason.LOGGED_OUT,
+    _FAILURE.UNKNOWN_LOGOUT: DisconnectReason.LOGGED_OUT,
+    _FAILURE.TEMP_BANNED: DisconnectReason.TEMPORARY_BAN,
+    _FAILURE.CLIENT_OUTDATED: DisconnectReason.CLIENT_OUTDATED,
+    _FAILURE.BAD_USER_AGENT: DisconnectReason.CLIENT_OUTDATED,
+    _FAILURE.GENERIC: DisconnectReason.CONNECT_FAILED,
+    _FAILURE.INTERNAL_SERVER_ERROR: DisconnectReason.CONNECT_FAILED,
+    _FAILURE.SERVICE_UNAVAILABLE: DisconnectReason.CONNECT_FAILED,
+    _FAILURE.EXPERIMENTAL: DisconnectReason.CONNECT_FAILED,
+}
+"""neonize's `ConnectFailureReason` codes (whatsmeow's 400, 401, … renumbered); logged out as
+whatsmeow's `ConnectFailureReason.IsLoggedOut` defines it (401, 403, 406)."""
+
+_CONNECT_ERRORS: tuple[tuple[str, DisconnectReason], ...] = (
+    ("failed to dial whatsapp web websocket", DisconnectReason.NETWORK),  # socket.ErrDialFailed
+    ("noise handshake failed", DisconnectReason.NETWORK),  # Client.connect's wrapping
+)
+"""Text fallback: neonize ends a failed connect with `NeonizeError(<Go error text>)` and no code,
+so these are the prefixes of whatsmeow's own error values (every dial error is wrapped in
+`socket.ErrDialFailed`). Anything else (a database error, a store that cannot be read) is
+`unknown`; both are transient."""
+
+_NOT_SENT_ERRORS = (
+    "websocket not connected",  # whatsmeow.ErrNotConnected
+    "the store doesn't contain a device jid",  # whatsmeow.ErrNotLoggedIn
+    "client is nil",  # whatsmeow.ErrClientIsNil: neonize no longer holds the client
+)
+"""Text fallback: neonize raises `SendMessageError(<Go error text>)` with no code. These are
+whatsmeow's errors for a send that stopped before anything left, so retrying cannot duplicate."""
 
 
 def from_unix(value: int) -> datetime:
@@ -323,57 +357,81 @@ def inbound(event: Any) -> tuple[EventData, str | None] | None:
     return None
 
 
-def close_reason(event: Any) -> tuple[DisconnectReason, str] | None:
-    """Why a neonize connection event ends the connection; None for events that do not."""
+def close_reason(event: Any, now: datetime) -> Closure | None:
+    """Why a neonize connection event (received at `now`) ends the connection; None for events
+    that do not."""
     if isinstance(event, nz.Disconnected):
-        return DisconnectReason.NETWORK, "connection dropped; whatsmeow reconnects by itself"
+        return Closure(DisconnectReason.NETWORK, "connection dropped")
     if isinstance(event, nz.LoggedOut):
-        cause = nz.ConnectFailureReason.Name(event.Reason) if event.Reason else "unlinked"
-        return DisconnectReason.LOGGED_OUT, f"logged out by WhatsApp ({cause})"
+        cause = _failure_name(event.Reason) if event.HasField("Reason") else "unlinked"
+        return Closure(DisconnectReason.LOGGED_OUT, f"logged out by WhatsApp ({cause})")
     if isinstance(event, nz.StreamReplaced):
-        return DisconnectReason.STREAM_REPLACED, "another client opened this session"
+        return Closure(DisconnectReason.STREAM_REPLACED, "another client opened this session")
     if isinstance(event, nz.TemporaryBan):
-        code = nz.TemporaryBan.TempBanReason.Name(event.Code)
-        return (
-            DisconnectReason.TEMPORARY_BAN,
-            f"temporary ban ({code}), expires in {event.Expire} s",
-        )
+        return temporary_ban(event, now)
     if isinstance(event, nz.ClientOutdated):
-        return DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version"
+        return Closure(DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version")
     if isinstance(event, nz.ConnectFailure):
-        name = nz.ConnectFailureReason.Name(event.Reason) if event.Reason else "UNKNOWN"
-        detail = f"connect failure {name}" + (f": {event.Message}" if event.Message else "")
-        if name in _LOGGED_OUT_FAILURES:
-            return DisconnectReason.LOGGED_OUT, detail
-        if name == "TEMP_BANNED":
-            return DisconnectReason.TEMPORARY_BAN, detail
-        if name in _OUTDATED_FAILURES:
-            return DisconnectReason.CLIENT_OUTDATED, detail
-        return DisconnectReason.CONNECT_FAILED, detail
+        code = int(event.Reason) if event.HasField("Reason") else 0
+        detail = f"connect failure {_failure_name(code)}"
+        if event.Message:
+            detail += f": {event.Message}"
+        return Closure(CONNECT_FAILURES.get(code, DisconnectReason.CONNECT_FAILED), detail)
     if isinstance(event, nz.StreamError):
-        return DisconnectReason.UNKNOWN, f"stream error {event.Code}"
+        return Closure(DisconnectReason.UNKNOWN, f"stream error {event.Code}")
     return None
 
 
+def temporary_ban(event: Any, now: datetime) -> Closure:
+    """A neonize `TemporaryBanEv`: whatsmeow's `Expire` is the ban's remaining duration in
+    seconds when WhatsApp sent it (0 when it did not say), so its end is `now` plus that."""
+    code = (
+        nz.TemporaryBan.TempBanReason.Name(event.Code)
+        if event.HasField("Code") and event.Code in nz.TemporaryBan.TempBanReason.values()
+        else "unknown reason"
+    )
+    seconds = int(event.Expire)
+    if seconds <= 0:
+        return Closure(DisconnectReason.TEMPORARY_BAN, f"temporary ban ({code}), end not given")
+    ends = now + timedelta(seconds=seconds)
+    detail = f"temporary ban ({code}) until {ends.isoformat(timespec='seconds')}"
+    return Closure(DisconnectReason.TEMPORARY_BAN, detail, not_before=ends)
+
+
+def _failure_name(code: int) -> str:
+    if code not in _FAILURE.values():
+        return "UNKNOWN"
+    return str(_FAILURE.Name(code))
+
+
 def connect_error_reason(error: str) -> DisconnectReason:
-    """The reason for the error a neonize connect task ended with (`NeonizeError` text)."""
+    """The reason for the error text a neonize connect ended with (see `_CONNECT_ERRORS`)."""
     text = error.lower()
-    if "outdated" in text or "405" in text:
-        return DisconnectReason.CLIENT_OUTDATED
-    if any(mark in text for mark in ("dial", "websocket", "timeout", "no such host", "refused")):
-        return DisconnectReason.NETWORK
+    for prefix, reason in _CONNECT_ERRORS:
+        if text.startswith(prefix):
+            return reason
     return DisconnectReason.UNKNOWN
 
 
-def login_status_reason(status: str) -> tuple[DisconnectReason, str] | None:
-    """What an event of whatsmeow's QR channel means for the session; None for `success`."""
+def surely_not_sent(error: str) -> bool:
+    """Whether a failed send's error text (neonize gives no code) is one whatsmeow raises before
+    anything left, so that sending again cannot deliver the message twice."""
+    text = error.lower()
+    return any(mark in text for mark in _NOT_SENT_ERRORS)
+
+
+def login_status_reason(status: str) -> Closure | None:
+    """What an event of whatsmeow's QR channel means for the session; None for `success`. The
+    channel's results are whatsmeow's fixed words (`QRChannelTimeout` and the others)."""
     if status == "success":
         return None
     if status == "timeout":
-        return DisconnectReason.QR_EXHAUSTED, "nobody scanned the QR codes WhatsApp offered"
+        return Closure(
+            DisconnectReason.QR_EXHAUSTED, "nobody scanned the QR codes WhatsApp offered"
+        )
     if status == "err-client-outdated":
-        return DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version"
-    return DisconnectReason.UNKNOWN, f"pairing ended: {status}"
+        return Closure(DisconnectReason.CLIENT_OUTDATED, "WhatsApp refused this client version")
+    return Closure(DisconnectReason.UNKNOWN, f"pairing ended: {status}")
 
 
 def qr_expires_at(refresh: int, now: datetime) -> datetime:

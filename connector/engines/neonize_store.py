@@ -14,6 +14,9 @@ version table apparently sees the first schema's and takes the empty one as set 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,20 +59,35 @@ class NeonizeStore(Protocol):
 
 class SqliteStore:
     """One SQLite file per instance in `folder` (the data folder's `neonize/`): the file's first
-    device is the instance's."""
+    device is the instance's. The location names it, so that a paired device connects in
+    process and an unpaired one pairs in a child process."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
     async def location(self, instance: str) -> StoreLocation:
         self.folder.mkdir(parents=True, exist_ok=True)
-        return StoreLocation(name=str(self.folder / f"{instance}.sqlite3"))
+        path = self.folder / f"{instance}.sqlite3"
+        return StoreLocation(name=str(path), jid=await asyncio.to_thread(first_device, path))
 
     async def remember(self, instance: str, jid: str) -> None:
         return None
 
     async def forget(self, instance: str) -> None:
         return None
+
+
+def first_device(path: Path) -> str | None:
+    """The JID of the first device whatsmeow stored in the SQLite file at `path` (read only;
+    None when there is no file, no device table yet, or no device)."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        try:
+            row = db.execute("SELECT jid FROM whatsmeow_device LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # no such table: whatsmeow never finished setting up
+            return None
+    return str(row[0]) if row else None
 
 
 def store_url(database_url: str, server_has_ssl: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,6 +23,7 @@ from connector.reasons import DisconnectReason as R
 from schemas.instances import SessionState as S
 
 POLICY = Policy(qr_max_refreshes=2, backoff_base=1.0, backoff_max=8.0)
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def run(
@@ -30,7 +32,7 @@ def run(
     rng = random.Random(7)
     state = start or Lifecycle()
     for report in reports:
-        state = step(state, report, policy, rng)
+        state = step(state, report, policy, rng, NOW)
     return state
 
 
@@ -75,7 +77,7 @@ def test_transitions(reports: list[Report], state: S, reason: R | None, attempt:
     result = run(reports)
     assert (result.state, result.reason, result.attempt) == (state, reason, attempt)
     assert result.will_reconnect == (state is S.CLOSED)
-    assert (result.retry_in is not None) == (state is S.CLOSED)
+    assert (result.retry_at is not None) == (state is S.CLOSED)
 
 
 def test_qr_refreshes_count_and_reset_on_open() -> None:
@@ -93,10 +95,47 @@ def test_reconnect_gives_up_after_max_attempts_when_configured() -> None:
     assert run(forever).state is S.CLOSED  # 0: forever
 
 
-def test_temporary_ban_waits_at_least_the_cap() -> None:
-    banned = run([Connecting(), Closed(R.TEMPORARY_BAN)])
-    assert banned.retry_in is not None
-    assert banned.retry_in >= POLICY.backoff_max
+IN_AN_HOUR = NOW + timedelta(hours=1)
+AN_HOUR_AGO = NOW - timedelta(hours=1)
+CAP = timedelta(seconds=POLICY.backoff_max)
+
+
+@pytest.mark.parametrize(
+    ("closed", "earliest", "latest"),
+    [
+        # a ban whose end WhatsApp named: not a moment before it, and not needlessly later
+        (Closed(R.TEMPORARY_BAN, "ban", not_before=IN_AN_HOUR), IN_AN_HOUR, IN_AN_HOUR),
+        # a ban without a named end: the whole backoff cap
+        (Closed(R.TEMPORARY_BAN, "ban"), NOW + CAP, NOW + CAP),
+        # a ban that has already ended by the time it is reported: ordinary backoff (attempt 1)
+        (Closed(R.TEMPORARY_BAN, "ban", not_before=AN_HOUR_AGO), NOW, NOW + CAP),
+        # any transient close that names an earliest retry is held to it
+        (Closed(R.NETWORK, "drop", not_before=IN_AN_HOUR), IN_AN_HOUR, IN_AN_HOUR),
+        # positive control: without one, the ordinary backoff of attempt 1 (0.5-1 s)
+        (Closed(R.NETWORK, "drop"), NOW + timedelta(seconds=0.5), NOW + timedelta(seconds=1)),
+    ],
+)
+def test_a_close_with_an_earliest_retry_is_never_retried_before_it(
+    closed: Closed, earliest: datetime, latest: datetime
+) -> None:
+    result = run([Connecting(), Opened(), closed])
+    assert (result.state, result.reason, result.detail) == (S.CLOSED, closed.reason, closed.detail)
+    assert result.retry_at is not None
+    assert earliest <= result.retry_at <= latest
+
+
+@pytest.mark.parametrize("reason", [R.LOGGED_OUT, R.STREAM_REPLACED, R.STOPPED])
+def test_an_earliest_retry_does_not_make_a_final_close_reconnect(reason: R) -> None:
+    result = run([Connecting(), Opened(), Closed(reason, not_before=IN_AN_HOUR)])
+    assert result.terminal
+    assert result.retry_at is None
+
+
+def test_only_a_penalty_waits_for_the_cap_when_its_end_is_unknown() -> None:
+    for reason in R:
+        result = run([Connecting(), Opened(), Closed(reason)])
+        if result.retry_at is not None:
+            assert (result.retry_at >= NOW + CAP) == reason.is_penalty, reason
 
 
 @pytest.mark.parametrize(

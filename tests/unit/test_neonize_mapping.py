@@ -10,6 +10,7 @@ import pytest
 
 from connector.engines.neonize_lib import e2e, nz, wa_common
 from connector.engines.neonize_mapping import (
+    CONNECT_FAILURES,
     chat_presence,
     close_reason,
     connect_error_reason,
@@ -22,6 +23,7 @@ from connector.engines.neonize_mapping import (
     parse_device_jid,
     qr_expires_at,
     receipt,
+    surely_not_sent,
 )
 from connector.reasons import DisconnectReason
 from schemas.events import MessageKind, MessageReceipt, MessageReceived, ReceiptStatus
@@ -325,54 +327,125 @@ def test_chat_presence(state: str, media: str, expected: str) -> None:
         (nz.ClientOutdated(), DisconnectReason.CLIENT_OUTDATED),
         (connect_failure("LOGGED_OUT"), DisconnectReason.LOGGED_OUT),
         (connect_failure("MAIN_DEVICE_GONE"), DisconnectReason.LOGGED_OUT),
+        (connect_failure("UNKNOWN_LOGOUT"), DisconnectReason.LOGGED_OUT),
         (connect_failure("TEMP_BANNED"), DisconnectReason.TEMPORARY_BAN),
         (connect_failure("CLIENT_OUTDATED"), DisconnectReason.CLIENT_OUTDATED),
+        (connect_failure("BAD_USER_AGENT"), DisconnectReason.CLIENT_OUTDATED),
         (connect_failure("SERVICE_UNAVAILABLE"), DisconnectReason.CONNECT_FAILED),
+        (connect_failure("INTERNAL_SERVER_ERROR"), DisconnectReason.CONNECT_FAILED),
         (connect_failure("GENERIC"), DisconnectReason.CONNECT_FAILED),
+        (connect_failure("EXPERIMENTAL"), DisconnectReason.CONNECT_FAILED),
         (nz.StreamError(Code="503", Raw=nz.Node(Tag="stream:error")), DisconnectReason.UNKNOWN),
     ],
 )
 def test_connection_events_become_reasons(event: Any, reason: DisconnectReason) -> None:
-    mapped = close_reason(from_go(event))
+    mapped = close_reason(from_go(event), SENT_AT)
     assert mapped is not None
-    assert mapped[0] is reason
-    assert mapped[1]
+    assert mapped.reason is reason
+    assert mapped.detail
 
 
-def test_temporary_ban_detail_says_when_it_ends() -> None:
-    mapped = close_reason(from_go(nz.TemporaryBan(Code=1, Expire=3600)))
+def test_every_connect_failure_code_neonize_knows_has_a_reason() -> None:
+    """A neonize upgrade that adds a failure code must make someone decide what it means."""
+    for name, code in nz.ConnectFailureReason.items():
+        mapped = close_reason(connect_failure(name), SENT_AT)
+        assert mapped is not None
+        assert code in CONNECT_FAILURES, name
+        assert name in mapped.detail
+    # whatsmeow's own notion of a logout (ConnectFailureReason.IsLoggedOut: 401, 403, 406)
+    logged_out = {
+        name
+        for name, code in nz.ConnectFailureReason.items()
+        if CONNECT_FAILURES[code].wipes_session
+    }
+    assert logged_out == {"LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"}
+
+
+def test_a_temporary_ban_carries_its_end_as_a_time() -> None:
+    mapped = close_reason(from_go(nz.TemporaryBan(Code=1, Expire=3600)), SENT_AT)
     assert mapped is not None
-    assert "3600" in mapped[1]
+    assert mapped.reason.is_penalty
+    assert mapped.not_before == SENT_AT + timedelta(hours=1)
+    assert "SEND_TO_TOO_MANY_PEOPLE" in mapped.detail
+    assert (SENT_AT + timedelta(hours=1)).isoformat(timespec="seconds") in mapped.detail
+
+
+def test_a_temporary_ban_without_an_end_carries_none() -> None:
+    mapped = close_reason(from_go(nz.TemporaryBan(Code=4, Expire=0)), SENT_AT)
+    assert mapped is not None
+    assert (mapped.reason, mapped.not_before) == (DisconnectReason.TEMPORARY_BAN, None)
+    assert "SENT_TOO_MANY_SAME_MESSAGE" in mapped.detail
+
+
+def test_only_connection_events_carry_an_earliest_retry() -> None:
+    for event in (nz.Disconnected(status=True), nz.StreamReplaced(), connect_failure("GENERIC")):
+        mapped = close_reason(from_go(event), SENT_AT)
+        assert mapped is not None
+        assert mapped.not_before is None
 
 
 def test_non_closing_events_have_no_reason() -> None:
-    assert close_reason(nz.Connected(status=True)) is None
-    assert close_reason(nz.KeepAliveTimeout(ErrorCount=1)) is None
+    assert close_reason(nz.Connected(status=True), SENT_AT) is None
+    assert close_reason(nz.KeepAliveTimeout(ErrorCount=1), SENT_AT) is None
 
 
-def test_connect_errors() -> None:
-    offline = (
-        "failed to dial whatsapp web websocket: failed to WebSocket dial: failed to send "
-        'handshake request: Get "https://web.whatsapp.com/ws/chat": dial tcp: lookup '
-        "web.whatsapp.com: no such host"
-    )
-    assert connect_error_reason(offline) is DisconnectReason.NETWORK
-    database = "failed to upgrade database: pq: SSL is not enabled on the server"
-    assert connect_error_reason(database) is DisconnectReason.UNKNOWN
-    assert connect_error_reason("client outdated (405)") is DisconnectReason.CLIENT_OUTDATED
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            "failed to dial whatsapp web websocket: failed to WebSocket dial: failed to send "
+            'handshake request: Get "https://web.whatsapp.com/ws/chat": dial tcp: lookup '
+            "web.whatsapp.com: no such host",
+            DisconnectReason.NETWORK,
+        ),
+        (
+            "noise handshake failed: timed out waiting for handshake response",
+            DisconnectReason.NETWORK,
+        ),
+        (
+            "failed to upgrade database: pq: SSL is not enabled on the server",
+            DisconnectReason.UNKNOWN,
+        ),
+        # codes decide what WhatsApp refused: a number in an error text means nothing
+        ("client outdated (405)", DisconnectReason.UNKNOWN),
+        ("pairing process exited with code -9", DisconnectReason.UNKNOWN),
+    ],
+)
+def test_connect_errors_without_a_code_fall_back_to_whatsmeows_messages(
+    error: str, reason: DisconnectReason
+) -> None:
+    assert connect_error_reason(error) is reason
+
+
+@pytest.mark.parametrize(
+    ("error", "not_sent"),
+    [
+        ("websocket not connected", True),
+        ("failed to get device list: websocket not connected", True),
+        ("the store doesn't contain a device JID", True),
+        ("client is nil", True),
+        ("timed out waiting for message send response", False),
+        ("info query timed out", False),
+        ("server returned error 479", False),
+    ],
+)
+def test_a_failed_send_is_retryable_only_when_whatsmeow_says_nothing_left(
+    error: str, not_sent: bool
+) -> None:
+    assert surely_not_sent(error) is not_sent
 
 
 def test_qr_channel_results() -> None:
     assert login_status_reason("success") is None
     exhausted = login_status_reason("timeout")
     assert exhausted is not None
-    assert exhausted[0] is DisconnectReason.QR_EXHAUSTED
+    assert exhausted.reason is DisconnectReason.QR_EXHAUSTED
     outdated = login_status_reason("err-client-outdated")
     assert outdated is not None
-    assert outdated[0] is DisconnectReason.CLIENT_OUTDATED
+    assert outdated.reason is DisconnectReason.CLIENT_OUTDATED
     other = login_status_reason("err-scanned-without-multidevice")
     assert other is not None
-    assert other[0] is DisconnectReason.UNKNOWN
+    assert other.reason is DisconnectReason.UNKNOWN
 
 
 def test_qr_lifetimes_follow_whatsmeow() -> None:

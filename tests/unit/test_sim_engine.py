@@ -34,7 +34,9 @@ class Listener:
     async def on_open(self, account: Account) -> None:
         self.reports.append(("open", account))
 
-    async def on_close(self, reason: DisconnectReason, detail: str) -> None:
+    async def on_close(
+        self, reason: DisconnectReason, detail: str, *, not_before: datetime | None = None
+    ) -> None:
         self.reports.append(("close", reason))
 
     async def on_event(
