@@ -20,12 +20,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from relay.delivery.migrate import migrate
 from relay.delivery.records import Attempt, DeliveryQuery, LoggedAttempt, Outcome, Trigger
+from relay.delivery.retention import keep_pruning
 from wabus.logs import get_logger
 
 log = get_logger(__name__)
@@ -149,6 +150,7 @@ class PostgresDeliveryLog:
         self._drop_logged_at = -DROP_LOG_SECONDS
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -158,8 +160,10 @@ class PostgresDeliveryLog:
         batch_size: int = 1000,
         flush_interval: float = 0.05,
         max_pending: int = MAX_PENDING,
+        retention: timedelta | None = None,
     ) -> PostgresDeliveryLog:
-        """Connect, migrate the schema and start the writer."""
+        """Connect, migrate the schema and start the writer, and the pruner when `retention`
+        is given (rows older than that are deleted)."""
         pool = await asyncpg.create_pool(
             dsn, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_SECONDS
         )
@@ -173,6 +177,10 @@ class PostgresDeliveryLog:
             await pool.close()
             raise
         delivery_log._writer = asyncio.create_task(delivery_log._run(), name="delivery-log")
+        if retention is not None:
+            delivery_log._pruner = asyncio.create_task(
+                keep_pruning(pool, retention), name="delivery-log-retention"
+            )
         return delivery_log
 
     @property
@@ -203,6 +211,9 @@ class PostgresDeliveryLog:
             return
         self._closing = True
         self._wake.set()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.wait({self._pruner})
         if self._writer is not None:
             await asyncio.wait({self._writer})  # its end, however it came
             failure = None if self._writer.cancelled() else self._writer.exception()

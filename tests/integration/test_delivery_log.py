@@ -22,6 +22,7 @@ from relay.delivery.records import (
     Outcome,
     Trigger,
 )
+from relay.delivery.retention import prune
 from tests.support import eventually
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -79,17 +80,19 @@ async def test_migrations_apply_once_and_reopening_changes_nothing(database_url:
     async with opened(database_url):
         pass
     async with admin(database_url) as connection:
-        first = [tuple(row) for row in await connection.fetch("SELECT * FROM schema_migrations")]
+        first = [tuple(row) for row in await connection.fetch("SELECT * FROM wabus_migrations")]
         async with opened(database_url):
             pass
         assert await migrate(connection) == []
-        again = [tuple(row) for row in await connection.fetch("SELECT * FROM schema_migrations")]
+        again = [tuple(row) for row in await connection.fetch("SELECT * FROM wabus_migrations")]
+        former = await connection.fetchval("SELECT to_regclass('schema_migrations')")
         indexes = await connection.fetch(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'webhook_deliveries'"
         )
-    assert [(version, name) for version, name, _ in first] == [(1, "deliveries")]
+    assert [(version, name) for version, name, _ in first] == [(1, "deliveries"), (2, "retention")]
     assert again == first  # same rows, same applied_at: nothing ran twice
-    assert [m.version for m in migrations()] == [1]
+    assert [m.version for m in migrations()] == [1, 2]
+    assert former is None  # a generic name, maybe someone else's in a shared database: not ours
     definitions = {row["indexdef"].split(" USING btree ")[1] for row in indexes}
     assert definitions == {
         "(id)",
@@ -98,7 +101,61 @@ async def test_migrations_apply_once_and_reopening_changes_nothing(database_url:
         "(outcome, id)",
         "(event_id, endpoint, id)",
         "(endpoint, at)",
+        "(at)",
     }
+
+
+async def test_a_database_migrated_by_an_earlier_wabus_is_adopted_once(database_url: str) -> None:
+    """Earlier versions kept their record in `schema_migrations`: its rows of our migrations move
+    to `wabus_migrations`, other software's rows there are none of our business."""
+    async with admin(database_url) as connection:
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await connection.execute(migrations()[0].sql)  # what the earlier wabus applied
+        await connection.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (1, 'deliveries'), (7, 'theirs')"
+        )
+        applied = await migrate(connection)
+        ours = await connection.fetch("SELECT version, name FROM wabus_migrations ORDER BY 1")
+        theirs = await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+    assert applied == [2]  # 001 was adopted, not run again (it would fail: the table exists)
+    assert [tuple(row) for row in ours] == [(1, "deliveries"), (2, "retention")]
+    assert [row["version"] for row in theirs] == [1, 7]  # left as it was
+
+
+async def test_rows_past_the_retention_are_pruned_in_batches_and_newer_ones_kept(
+    database_url: str,
+) -> None:
+    old = [attempt(n, at=NOW - timedelta(days=40, seconds=n)) for n in range(23)]
+    recent = [attempt(100 + n, at=NOW - timedelta(days=1, seconds=n)) for n in range(5)]
+    async with opened(database_url) as delivery_log:
+        for row in old + recent:
+            await delivery_log.record(row)
+        await delivery_log.flush()
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        try:
+            deleted = await prune(pool, NOW - timedelta(days=30), batch=7)
+            again = await prune(pool, NOW - timedelta(days=30), batch=7)
+        finally:
+            await pool.close()
+        async with admin(database_url) as connection:
+            kept = await written_ids(connection)
+    assert (deleted, again) == (23, 0)
+    assert sorted(kept) == sorted(row.event_id for row in recent)
+
+
+async def test_a_log_opened_with_a_retention_prunes_at_once(database_url: str) -> None:
+    async with opened(database_url) as delivery_log:
+        await delivery_log.record(attempt(1, at=datetime.now(UTC) - timedelta(days=31)))
+        await delivery_log.record(attempt(2, at=datetime.now(UTC)))
+    async with opened(database_url, retention=timedelta(days=30)), admin(database_url) as c:
+        await eventually(lambda: _ids_are(c, ["evt_2"]))
+
+
+async def _ids_are(connection: asyncpg.Connection, ids: list[str]) -> bool:
+    return await written_ids(connection) == ids
 
 
 async def test_replicas_opening_a_fresh_database_together_all_succeed(database_url: str) -> None:
@@ -110,13 +167,13 @@ async def test_replicas_opening_a_fresh_database_together_all_succeed(database_u
             ),
             asyncio.gather(*(migrate(connection) for connection in connections)),
         )
-        versions = await connections[0].fetch("SELECT version FROM schema_migrations")
+        versions = await connections[0].fetch("SELECT version FROM wabus_migrations")
     finally:
         for connection in connections:
             await connection.close()
     try:
-        assert [row["version"] for row in versions] == [1]
-        assert sum(len(versions) for versions in applied) <= 1
+        assert [row["version"] for row in versions] == [1, 2]
+        assert sum(len(versions) for versions in applied) <= len(migrations())
         await logs[0].record(attempt(1))
         await logs[1].record(attempt(2))
         await logs[0].flush()
