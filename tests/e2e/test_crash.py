@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
 from connector.sends import OUTCOME_UNKNOWN, SendLedger
 from schemas.instances import SendRecord, SendState
 from tests import connector_support as cs
+from tests.processes import ready, service
 from tests.support import eventually
 from wabus.embedded import free_port
 from wabus.settings import Settings
@@ -26,32 +22,6 @@ from wabus.settings import Settings
 pytestmark = pytest.mark.e2e
 
 COMMANDS = 40
-
-
-@contextmanager
-def connector_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def records(nc: NATS, settings: Settings) -> dict[str, SendRecord]:
@@ -95,8 +65,8 @@ async def test_sigkill_with_commands_in_flight_loses_none_and_sends_none_twice(
     log = tmp_path / "connector.log"
     try:
         first_port = free_port()
-        with connector_process(env | {"PORT": str(first_port)}, log) as first:
-            await eventually(lambda: ready(first_port), timeout=30)
+        with service("connector", env | {"PORT": str(first_port)}, log) as first:
+            await eventually(lambda: ready(f"http://127.0.0.1:{first_port}"), timeout=30)
             await cs.create_instance(nc, topology, "acme")
             await eventually(lambda: cs.state_is(nc, topology, "acme", "open"), timeout=20)
             for number in range(COMMANDS):
@@ -111,8 +81,8 @@ async def test_sigkill_with_commands_in_flight_loses_none_and_sends_none_twice(
         assert unfinished > 0  # the kill really happened with commands in flight
 
         second_port = free_port()
-        with connector_process(env | {"PORT": str(second_port)}, log):
-            await eventually(lambda: ready(second_port), timeout=30)
+        with service("connector", env | {"PORT": str(second_port)}, log):
+            await eventually(lambda: ready(f"http://127.0.0.1:{second_port}"), timeout=30)
             final = await eventually(lambda: all_final(nc, settings), timeout=40)
             network = (await cs.sim(nc, topology, "acme", "sent"))["sent"]
             answers = await eventually(lambda: _answers(nc, settings), timeout=20)

@@ -6,49 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
 from relay.client import RelayClient
 from tests import connector_support as cs
 from tests.conftest import API_KEY_ID, API_SECRET
+from tests.processes import ready, service
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port
 from wabus.settings import Settings
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def service(module: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def healthy(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(url + "/readyz")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
@@ -76,8 +48,8 @@ async def stack(
         ):
             relay_url = f"http://127.0.0.1:{relay_port}"
             try:
-                await eventually(lambda: healthy(relay_url), timeout=30)
-                await eventually(lambda: healthy(f"http://127.0.0.1:{connector_port}"), timeout=30)
+                await eventually(lambda: ready(relay_url), timeout=30)
+                await eventually(lambda: ready(f"http://127.0.0.1:{connector_port}"), timeout=30)
                 yield receiver, relay_url
             finally:
                 for name in ("connector", "relay"):

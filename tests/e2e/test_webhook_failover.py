@@ -7,14 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
@@ -22,6 +18,7 @@ from nats.js.errors import KeyNotFoundError
 from schemas.envelope import encode, make_event
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.integration.test_webhook_delivery import inbound
+from tests.processes import ready, service
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port
 from wabus.natsbus import ensure_streams
@@ -32,32 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHATS = 6
 PER_CHAT = 16
 SLOW_SECONDS = 0.2
-
-
-@contextmanager
-def relay_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "relay"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def publish_numbers(nc: NATS, settings: Settings, numbers: range) -> None:
@@ -128,11 +99,11 @@ async def test_sigkill_of_the_lease_holder_keeps_every_chat_in_order_and_loses_n
         try:
             with ExitStack() as processes:
                 relays = [
-                    processes.enter_context(relay_process(env | {"PORT": str(port)}, log))
+                    processes.enter_context(service("relay", env | {"PORT": str(port)}, log))
                     for port in ports
                 ]
                 for port in ports:
-                    await eventually(lambda p=port: ready(p), timeout=30)  # type: ignore[misc]
+                    await eventually(lambda p=port: ready(f"http://127.0.0.1:{p}"), timeout=30)  # type: ignore[misc]
                 await publish_numbers(nc, settings, range(PER_CHAT // 2))
                 holder = await eventually(lambda: lease_holder(nc, settings))
                 await eventually(lambda: arrived_at_least(receiver, CHATS * 2), timeout=30)
