@@ -6,8 +6,13 @@ outcome is recorded and published: a connector that dies mid-command gets the co
 rather than losing it, and the sends bucket keeps a redelivered send from going out twice.
 Queued commands are kept alive with `in_progress()` so a long pacing queue is not redelivered.
 
-Handlers never raise into the loop: a failing send becomes a `message.failed`, other commands
-that cannot be carried out are logged and counted (`wabus_connector_errors_total`).
+Every command is checked first (`connector.admission`): one that can never be carried out (an id
+NATS cannot store, a body that is not a command, an envelope that contradicts its subject) is
+answered `message.failed` (`invalid_command`) and acked at once. Everything else is retried only
+up to a bound: the consumer's `max_deliver`, and on the last delivery a command that still cannot
+be carried out is answered `message.failed` (`redelivery_exhausted`, saying why) and acked. So no
+command is redelivered forever, and no flood of bad commands holds the ack-pending window that
+every instance shares.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
+from typing import cast
 
 import structlog
 from nats.aio.msg import Msg
+from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-from pydantic import BaseModel, ValidationError
+from nats.js.errors import BadRequestError, InvalidKeyError
 
+from connector.admission import INVALID_COMMAND, Admitted, Refused, admit
 from connector.engine import EmitEvent, EngineSession, SendError
 from connector.instances import InstanceManager
 from connector.metrics import COMMANDS, ERRORS, SEND_SECONDS
@@ -36,6 +43,7 @@ from connector.sends import OUTCOME_UNKNOWN, SendLedger
 from connector.supervisor import NotConnected, SessionSupervisor
 from connector.waiting import first_event, unless_stopped
 from schemas.commands import (
+    COMMAND_MODELS,
     LOGOUT_COMMAND,
     MARK_READ_COMMAND,
     PAIR_PHONE_COMMAND,
@@ -46,24 +54,28 @@ from schemas.commands import (
     Presence,
     SendMessage,
     SendText,
-    parse_send,
 )
-from schemas.envelope import RawEnvelope
 from schemas.events import MessageFailed, MessageSent
 from schemas.instances import SendRecord, SendState
-from schemas.subjects import Topology, parse_subject
+from schemas.subjects import Topology
 from wabus.logs import get_logger
 from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
 CONSUMER = "connector"
+MAX_ACK_PENDING = 1024
+DEFAULT_MAX_DELIVER = 20
 FINISH_TIMEOUT = 10.0
 """Seconds a shutdown waits for commands already running."""
 OPEN_WAIT = 20.0
 """How long a command waits for its session to (re)open before it is handed back to the stream."""
+RETRY_DELAY_MAX = 10.0
+"""Longest delay of a hand-back that grows with the delivery count (crashes, leases)."""
+REDELIVERY_EXHAUSTED = "redelivery_exhausted"
+NEVER_PROCESSABLE = (InvalidKeyError, BadSubjectError, BadHeaderError, MaxPayloadError)
+"""NATS refused a name or a size this command brings with it: no later delivery can do better.
+(Checked before `UNAVAILABLE`, whose base class they share.)"""
 
 
 class Outcome(Enum):
@@ -72,23 +84,29 @@ class Outcome(Enum):
     """Not carried out yet (session still coming up): nak, redelivered after a delay."""
 
 
-Handler = Callable[[SessionSupervisor, RawEnvelope, "Lane"], Awaitable[Outcome]]
+Handler = Callable[[SessionSupervisor, Admitted, "Lane"], Awaitable[Outcome]]
 
 
-def validation_summary(error: ValidationError) -> str:
-    """`field: message; …` — short enough for an event, precise enough to fix the request."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}"
-        for item in error.errors()
-    )
+def command_label(command: str | None) -> str:
+    """The command as a metrics label: names come from subjects anyone can publish on, so only
+    the known ones are kept (a label per made-up name would grow without bound)."""
+    return command if command in COMMAND_MODELS else "unknown"
+
+
+@dataclass
+class Job:
+    """A fetched command and the verdict of its admission."""
+
+    message: Msg
+    verdict: Admitted | Refused
 
 
 @dataclass
 class Lane:
     """One instance's command queue, its worker, and its pacing clock."""
 
-    queue: asyncio.Queue[Msg] = field(default_factory=asyncio.Queue)
-    waiting: dict[int, Msg] = field(default_factory=dict)
+    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
+    waiting: dict[int, Job] = field(default_factory=dict)
     """Stream sequence → command not yet finished (queued or running)."""
     last_sent_at: float | None = None
     worker: asyncio.Task[None] | None = None
@@ -107,8 +125,12 @@ class CommandConsumer:
         ack_wait: float = 30.0,
         reconnects: Callable[[], int] = lambda: 0,
         rng: random.Random | None = None,
+        max_deliver: int = DEFAULT_MAX_DELIVER,
     ) -> None:
         self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+        self._bound = max_deliver
+        """The delivery that is the last: ours, or the consumer's when it has a lower one."""
         self._reconnects = reconnects
         self._js = js
         self._topology = topology
@@ -165,16 +187,51 @@ class CommandConsumer:
                 return
             await asyncio.sleep(0.02)
 
+    def _consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=CONSUMER,
+            durable_name=CONSUMER,
+            filter_subject=self._topology.all_commands,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_ack_pending=MAX_ACK_PENDING,
+            max_deliver=self._max_deliver,
+        )
+
+    async def _configure_consumer(self) -> None:
+        """Create the durable consumer, or bring an existing one to this configuration: a
+        consumer created by an older connector has no `max_deliver`, and without it a command
+        that keeps failing would be redelivered for as long as the stream keeps it."""
+        stream = self._topology.commands_stream
+        try:
+            info = await self._js.add_consumer(stream, self._consumer_config())
+        except BadRequestError as error:
+            # e.g. made by hand with settings that cannot be edited: bind to it as it is
+            log.warning("command consumer left as it is", error=repr(error))
+            info = await self._js.consumer_info(stream, CONSUMER)
+        theirs = info.config.max_deliver or -1
+        self._bound = min(self._max_deliver, theirs) if theirs > 0 else self._max_deliver
+        if theirs != self._max_deliver:
+            log.warning(
+                "command consumer has another delivery bound",
+                configured=self._max_deliver,
+                consumer=theirs,
+                used=self._bound,
+            )
+
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
+        await self._configure_consumer()
         subscription = await self._js.pull_subscribe(
             self._topology.all_commands,
             durable=CONSUMER,
             stream=self._topology.commands_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ack_wait, max_ack_pending=1024
-            ),
+            config=self._consumer_config(),
         )
-        log.info("consuming commands", stream=self._topology.commands_stream)
+        log.info(
+            "consuming commands",
+            stream=self._topology.commands_stream,
+            max_deliver=self._bound,
+        )
         failures = 0
         bound_at = self._reconnects()
         try:
@@ -201,120 +258,248 @@ class CommandConsumer:
                     await self.dispatch(message)
         finally:
             # A pull subscription left open makes the connection's drain wait for its timeout.
-            with contextlib.suppress(Exception):
+            try:
                 await subscription.unsubscribe()
+            except Exception as error:  # closing anyway: say what was not cleaned up
+                log.info("command subscription not unsubscribed", error=repr(error))
 
     async def dispatch(self, message: Msg) -> None:
-        """Queue a command on its instance's lane (or refuse it at once)."""
+        """Queue a command on its instance's lane, or refuse it at once when it names no
+        instance to answer on."""
         try:
-            _, instance, _ = parse_subject(message.subject)
-        except ValueError as error:
-            log.error("unreadable command dropped", subject=message.subject, error=str(error))
-            await message.term()
+            verdict = admit(message.subject, message.data, message.headers)
+        except Exception as error:
+            # a check that cannot even run on this message will not run on its redelivery
+            log.exception("command admission crashed", subject=message.subject[:200])
+            verdict = Refused(f"body: could not be checked ({type(error).__name__})")
+        instance = verdict.instance
+        if instance is None:
+            assert isinstance(verdict, Refused)  # an admitted command always has its instance
+            ERRORS.labels(INVALID_COMMAND).inc()
+            COMMANDS.labels(command_label(verdict.command), INVALID_COMMAND).inc()
+            log.warning(
+                "invalid command dropped: no instance to answer on",
+                subject=message.subject[:200],
+                command_id=verdict.command_id,
+                reason=verdict.reason,
+            )
+            await self._settle(message, "ack")
             return
         lane = self._lanes.get(instance)
         if lane is None:
             lane = self._lanes[instance] = Lane()
             lane.worker = asyncio.create_task(self._work(instance, lane), name=f"lane:{instance}")
         sequence = message.metadata.sequence.stream
-        if sequence in lane.waiting:
-            return  # redelivered while still queued here: the queued copy will ack
-        lane.waiting[sequence] = message
-        lane.queue.put_nowait(message)
+        queued = lane.waiting.get(sequence)
+        if queued is not None:
+            # redelivered while still queued here: the queued job answers, with this delivery
+            # (its count is the one JetStream holds against the bound)
+            queued.message = message
+            return
+        job = Job(message, verdict)
+        lane.waiting[sequence] = job
+        lane.queue.put_nowait(job)
 
     async def _keep_alive(self, stop: asyncio.Event) -> None:
         """Tell JetStream that queued commands are being worked on, so they are not redelivered
         while they wait for their turn."""
         while not stop.is_set():
             await first_event(stop, within=self._ack_wait / 3)
-            for lane in self._lanes.values():
-                for message in list(lane.waiting.values()):
-                    with contextlib.suppress(Exception):
-                        await message.in_progress()
+            for lane in list(self._lanes.values()):
+                for job in list(lane.waiting.values()):
+                    try:
+                        await job.message.in_progress()
+                    except UNAVAILABLE as error:
+                        log.debug("in_progress not sent", error=type(error).__name__)
 
     async def _work(self, instance: str, lane: Lane) -> None:
         structlog.contextvars.bind_contextvars(instance=instance)
         while not self._stopping:
-            message = await lane.queue.get()
+            job = await lane.queue.get()
             if self._stopping:
                 return
             lane.busy = True
             try:
-                await self.handle(instance, lane, message)
-            except UNAVAILABLE as error:
-                ERRORS.labels("command_nats_unavailable").inc()
-                log.warning(
-                    "NATS unavailable mid-command; it will be redelivered", error=repr(error)
-                )
+                await self._run(instance, lane, job)
             except Exception:
+                # _run answers every failure; this is a failure of that answer itself
                 ERRORS.labels("command_crashed").inc()
-                log.exception("command handling crashed; it will be redelivered")
+                log.exception("answering a failed command failed; it will be redelivered")
             finally:
                 lane.busy = False
-                lane.waiting.pop(message.metadata.sequence.stream, None)
+                lane.waiting.pop(job.message.metadata.sequence.stream, None)
+            if lane.queue.empty() and self._stray(instance) and self._lanes.get(instance) is lane:
+                # an instance that does not exist keeps no lane: made-up names cost nothing
+                del self._lanes[instance]
+                return
+
+    def _stray(self, instance: str) -> bool:
+        return self._instances.get(instance) is None and not self._instances.exists(instance)
+
+    def _last(self, message: Msg) -> bool:
+        """This delivery is the last one JetStream makes (or more, if the bound was lowered)."""
+        return message.metadata.num_delivered >= self._bound
+
+    def _retry_delay(self, message: Msg) -> float:
+        """A hand-back delay that grows with the deliveries so far: 1 s, 2 s, … up to 10 s."""
+        return min(float(message.metadata.num_delivered), RETRY_DELAY_MAX)
+
+    async def _run(self, instance: str, lane: Lane, job: Job) -> None:
+        """Handle one command and sort out how it failed, if it did: for good (answered now),
+        for now (redelivered), or for the last time (answered `redelivery_exhausted`)."""
+        message = job.message
+        try:
+            await self.handle(instance, lane, job)
+        except NEVER_PROCESSABLE as error:
+            log.error(
+                "NATS refused a name or size this command brings; it is answered, not retried",
+                error=repr(error),
+            )
+            await self._answer_terminal(
+                instance, job, INVALID_COMMAND,
+                f"NATS refused it ({type(error).__name__}): it can never be processed",
+                record=False,
+            )  # fmt: skip
+        except UNAVAILABLE as error:
+            ERRORS.labels("command_nats_unavailable").inc()
+            if self._last(message):
+                await self._exhausted(
+                    instance, job, f"NATS was unavailable ({type(error).__name__})"
+                )
+                return
+            log.warning("NATS unavailable mid-command; it will be redelivered", error=repr(error))
+        except Exception as error:
+            ERRORS.labels("command_crashed").inc()
+            log.exception(
+                "command handling crashed",
+                delivery=message.metadata.num_delivered,
+                of=self._bound,
+            )
+            if self._last(message):
+                await self._exhausted(
+                    instance, job, f"handling it failed on every delivery ({type(error).__name__})"
+                )
+                return
+            await self._settle(message, "nak", self._retry_delay(message))
+
+    async def _settle(self, message: Msg, how: str, delay: float | None = None) -> None:
+        """Ack or nak; a NATS outage here only means the command comes back (and is answered
+        again from its record), so it is logged, not raised."""
+        try:
+            if how == "ack":
+                await message.ack()
+            else:
+                await message.nak(delay=delay)
+        except UNAVAILABLE as error:
+            log.warning(f"{how} lost; the command will be redelivered", error=type(error).__name__)
 
     # -- executing ------------------------------------------------------------------------
 
-    async def handle(self, instance: str, lane: Lane, message: Msg) -> None:
-        _, _, command = parse_subject(message.subject)
-        try:
-            envelope = RawEnvelope.model_validate_json(message.data)
-        except ValueError as error:
-            log.error("unreadable command dropped", command=command, error=str(error))
-            await message.term()
+    async def handle(self, instance: str, lane: Lane, job: Job) -> None:
+        message, verdict = job.message, job.verdict
+        if isinstance(verdict, Refused):
+            await self._answer_refused(instance, verdict)
+            await self._settle(message, "ack")
             return
-        handler = self._handlers.get(command)
-        if handler is None:
-            log.error("unknown command dropped", command=command)
-            await message.term()
-            return
+        command = verdict.command
+        handler = self._handlers[command]
         supervisor = self._instances.get(instance)
         if supervisor is None and self._instances.held_elsewhere(instance):
-            await message.nak(delay=1.0)  # another connector holds it (leases): let it take it
+            if self._last(message):
+                await self._exhausted(
+                    instance, job, "no connector took up the instance's lease in time"
+                )
+                return
+            # another connector holds it (leases): let it take it
+            await self._settle(message, "nak", self._retry_delay(message))
             return
         if supervisor is None:
             if self._instances.exists(instance):
                 code, reason = "instance_not_connected", "the instance is stopped or not running"
             else:
                 code, reason = "unknown_instance", "no such instance"
-            await self._refuse(instance, command, envelope, code, reason)
-            await message.ack()
+            await self._answer_terminal(instance, job, code, reason)
             return
-        outcome = await handler(supervisor, envelope, lane)
+        outcome = await handler(supervisor, verdict, lane)
         if outcome is Outcome.LATER:
-            await message.nak(delay=2.0)
+            if self._last(message):
+                await self._exhausted(
+                    instance, job, f"the instance's session did not open within {OPEN_WAIT:g} s"
+                )
+                return
+            await self._settle(message, "nak", 2.0)
             return
         COMMANDS.labels(command, "done").inc()
-        await message.ack()
+        await self._settle(message, "ack")
 
-    async def _refuse(
-        self, instance: str, command: str, envelope: RawEnvelope, code: str, reason: str
+    async def _answer_refused(self, instance: str, refused: Refused) -> None:
+        """`message.failed` (`invalid_command`) for a command that can never be carried out; a
+        send record too when its id can key one. No answer without an id to name."""
+        ERRORS.labels(INVALID_COMMAND).inc()
+        COMMANDS.labels(command_label(refused.command), INVALID_COMMAND).inc()
+        log.warning(
+            "invalid command refused",
+            command=(refused.command or "")[:64],
+            command_id=refused.command_id,
+            reason=refused.reason,
+        )
+        if refused.command_id is None:
+            return
+        if refused.recordable and not await self._ledger.settle_failed(
+            instance, refused.command_id, INVALID_COMMAND, refused.reason
+        ):
+            return
+        failed = MessageFailed(
+            command_id=refused.command_id, to=refused.to, code=INVALID_COMMAND,
+            reason=refused.reason,
+        )  # fmt: skip
+        await self._emit(instance, failed, source_id=refused.command_id)
+
+    async def _exhausted(self, instance: str, job: Job, why: str) -> None:
+        """The last delivery, and the command still cannot be carried out: answer for good."""
+        deliveries = job.message.metadata.num_delivered
+        reason = f"not carried out after {deliveries} deliveries (the bound of redeliveries): {why}"
+        await self._answer_terminal(instance, job, REDELIVERY_EXHAUSTED, reason, retryable=True)
+
+    async def _answer_terminal(
+        self,
+        instance: str,
+        job: Job,
+        code: str,
+        reason: str,
+        *,
+        retryable: bool = False,
+        record: bool = True,
     ) -> None:
+        """Answer a command that will not be carried out (`message.failed`), then ack it.
+        `record`: also settle its send record (not when NATS refused the record's key)."""
+        verdict = job.verdict
+        command_id = verdict.command_id
         ERRORS.labels(code).inc()
-        COMMANDS.labels(command, code).inc()
-        log.warning("command refused", command=command, command_id=envelope.id, code=code)
-        if command == SEND_COMMAND:
-            to = envelope.data.get("to") if isinstance(envelope.data, dict) else None
+        COMMANDS.labels(command_label(verdict.command), code).inc()
+        log.warning("command not carried out", command_id=command_id, code=code, reason=reason)
+        answer = command_id is not None
+        if answer and record and verdict.command == SEND_COMMAND and isinstance(verdict, Admitted):
+            key = (instance, verdict.command_id)
+            try:
+                answer = await self._ledger.settle_failed(
+                    instance, verdict.command_id, code, reason, ours=key in self._unsent_claims
+                )
+            except UNAVAILABLE as error:
+                # giving up must not wait for NATS: the event is spooled, the record is not
+                log.warning("send record of a failed command not written", error=repr(error))
+            self._unsent_claims.discard(key)
+        if answer and command_id is not None:
             failed = MessageFailed(
-                command_id=envelope.id, to=to if isinstance(to, str) else None, code=code,
-                reason=reason,
+                command_id=command_id, to=verdict.to, code=code, reason=reason,
+                retryable=retryable,
             )  # fmt: skip
-            await self._ledger.write_until_stored(
-                instance, envelope.id, SendState.FAILED, error_code=code, error=reason
-            )
-            await self._emit(instance, failed, source_id=envelope.id)
+            await self._emit(instance, failed, source_id=command_id)
+        await self._settle(job.message, "ack")
 
-    async def _send(
-        self, supervisor: SessionSupervisor, envelope: RawEnvelope, lane: Lane
-    ) -> Outcome:
-        instance, command_id = supervisor.instance, envelope.id
-        try:
-            request = parse_send(envelope.data)
-        except ValidationError as error:
-            await self._fail(
-                instance, command_id, None, "invalid_command", validation_summary(error)
-            )
-            return Outcome.DONE
+    async def _send(self, supervisor: SessionSupervisor, admitted: Admitted, lane: Lane) -> Outcome:
+        instance, command_id = supervisor.instance, admitted.command_id
+        request = cast(SendMessage, admitted.request)
         record = await self._ledger.get(instance, command_id)
         key = (instance, command_id)
         unsent = key in self._unsent_claims
@@ -382,8 +567,10 @@ class CommandConsumer:
         if delay > 0:
             await asyncio.sleep(delay)
         if self._pacing.typing > 0 and isinstance(request, SendText):
-            with contextlib.suppress(Exception):
+            try:
                 await session.set_presence(Presence(chat=request.to, state="composing"))
+            except Exception as error:  # "typing…" is a courtesy: the send goes on without it
+                log.info("typing indicator not shown", error=repr(error))
             await asyncio.sleep(self._pacing.typing)
 
     async def _answer_from_record(self, record: SendRecord, request: SendMessage) -> None:
@@ -439,14 +626,6 @@ class CommandConsumer:
         )
         await self._emit(instance, failed, source_id=command_id)
 
-    def _parse(self, model: type[ModelT], envelope: RawEnvelope) -> ModelT | None:
-        try:
-            return model.model_validate(envelope.data)
-        except ValidationError as error:
-            ERRORS.labels("invalid_command").inc()
-            log.warning("invalid command", command=envelope.type, error=validation_summary(error))
-            return None
-
     async def _attempt(self, command: str, act: Callable[[], Awaitable[object]]) -> Outcome:
         try:
             await act()
@@ -461,40 +640,32 @@ class CommandConsumer:
         return Outcome.DONE
 
     async def _pair_phone(
-        self, supervisor: SessionSupervisor, envelope: RawEnvelope, lane: Lane
+        self, supervisor: SessionSupervisor, admitted: Admitted, lane: Lane
     ) -> Outcome:
-        request = self._parse(PairPhone, envelope)
-        if request is None:
-            return Outcome.DONE
-        return await self._attempt(envelope.type, lambda: supervisor.pair_phone(request.phone))
+        request = cast(PairPhone, admitted.request)
+        return await self._attempt(admitted.command, lambda: supervisor.pair_phone(request.phone))
 
     async def _logout(
-        self, supervisor: SessionSupervisor, envelope: RawEnvelope, lane: Lane
+        self, supervisor: SessionSupervisor, admitted: Admitted, lane: Lane
     ) -> Outcome:
-        return await self._attempt(envelope.type, supervisor.logout)
+        return await self._attempt(admitted.command, supervisor.logout)
 
-    async def _read(
-        self, supervisor: SessionSupervisor, envelope: RawEnvelope, lane: Lane
-    ) -> Outcome:
-        request = self._parse(MarkRead, envelope)
-        if request is None:
-            return Outcome.DONE
+    async def _read(self, supervisor: SessionSupervisor, admitted: Admitted, lane: Lane) -> Outcome:
+        request = cast(MarkRead, admitted.request)
 
         async def act() -> None:
             session = await supervisor.open_session(OPEN_WAIT)
             await session.mark_read(request)
 
-        return await self._attempt(envelope.type, act)
+        return await self._attempt(admitted.command, act)
 
     async def _presence(
-        self, supervisor: SessionSupervisor, envelope: RawEnvelope, lane: Lane
+        self, supervisor: SessionSupervisor, admitted: Admitted, lane: Lane
     ) -> Outcome:
-        request = self._parse(Presence, envelope)
-        if request is None:
-            return Outcome.DONE
+        request = cast(Presence, admitted.request)
 
         async def act() -> None:
             session = await supervisor.open_session(OPEN_WAIT)
             await session.set_presence(request)
 
-        return await self._attempt(envelope.type, act)
+        return await self._attempt(admitted.command, act)

@@ -16,6 +16,7 @@ from datetime import datetime
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from schemas.envelope import utc_now
 from schemas.instances import SendRecord, SendState, send_record_key
@@ -69,6 +70,57 @@ class SendLedger:
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def settle_failed(
+        self, instance: str, command_id: str, code: str, reason: str, *, ours: bool = False
+    ) -> bool:
+        """Record a terminal `failed` for a send that was refused or given up, unless the record
+        already tells another story. True when the record now says `failed` (answer with
+        `message.failed`); False when it says `sent`, or `sending` by another delivery (`ours`:
+        this process claimed it and knows nothing was sent), and must not be contradicted.
+
+        An unreadable record is replaced: it is what kept the command from being carried out.
+        Compare-and-set, so a delivery racing this one is never overwritten."""
+        kv = await self._bucket()
+        key = send_record_key(instance, command_id)
+        record = SendRecord(
+            command_id=command_id,
+            instance=instance,
+            state=SendState.FAILED,
+            error_code=code,
+            error=reason,
+            updated_at=utc_now(),
+        )
+        value = record.model_dump_json().encode()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            entry = None
+        try:
+            if entry is None or not entry.value:
+                await kv.create(key, value)
+                return True
+            try:
+                found = SendRecord.model_validate_json(entry.value)
+            except ValidationError:
+                log.warning("unreadable send record replaced", command_id=command_id)
+                await kv.update(key, value, last=entry.revision)
+                return True
+            if found.state is SendState.FAILED:
+                return True
+            if found.state is SendState.SENDING and ours:
+                await kv.update(key, value, last=entry.revision)
+                return True
+        except KeyWrongLastSequenceError:
+            log.info("send record changed meanwhile, left as it is", command_id=command_id)
+            return False
+        log.warning(
+            "send record not overwritten by a failure",
+            command_id=command_id,
+            state=found.state.value,
+            code=code,
+        )
+        return False
 
     async def write(
         self,

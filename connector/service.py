@@ -26,7 +26,7 @@ from connector.spool import Spool
 from connector.status import StatusBoard
 from wabus.health import health_routes
 from wabus.leases import Leases
-from wabus.logs import configure_logging, get_logger
+from wabus.logs import configure_logging, get_logger, shown_url
 from wabus.natsbus import connect, ensure_streams, streams_present
 from wabus.serve import run_until_signal, serve_app
 from wabus.settings import EngineName, Settings
@@ -116,6 +116,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         pacing,
         settings.command_ack_wait,
         reconnects,
+        max_deliver=settings.command_max_deliver,
     )
     readiness = {"nats": True, "streams": True}
 
@@ -143,7 +144,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         "connector started",
         connector=me,
         engine=engine.name,
-        nats=settings.nats_url,
+        nats=shown_url(settings.nats_url or ""),
         port=settings.port,
         max_sessions=settings.max_sessions,
     )
@@ -160,12 +161,16 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
             )
     finally:
         if sim_subscription is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await sim_subscription.unsubscribe()
+            except Exception as error:  # stopping anyway: say what was not cleaned up
+                log.info("sim control subscription not unsubscribed", error=repr(error))
         await instances.close()
         await engine.close()
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(nc.drain(), 10)
+        except Exception as error:  # unflushed publishes are in the spool or redelivered
+            log.warning("NATS connection not drained", error=repr(error))
         spool.close()
         log.info("connector stopped", spool_depth=len(spool))
 

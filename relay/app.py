@@ -12,9 +12,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.delivery.service import Deliveries, open_delivery_log
 from relay.endpoints import routes_of
+from relay.middleware.deadline import BodyDeadlineMiddleware
+from relay.middleware.guard import FailedAuthGuard
 from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
 from relay.ratelimit import RateLimiter
@@ -92,8 +95,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
-    """Outermost first: the request id covers everything, CORS answers preflights itself."""
-    stack = [Middleware(HygieneMiddleware)]
+    """Outermost first: the client address is settled first (trusted proxies only), the request
+    id covers everything, CORS answers preflights itself and adds its headers to the guard's
+    429, the body deadline sits next to the routes that read bodies."""
+    stack = []
+    if settings.trusted_proxies:  # uvicorn's own: the rightmost untrusted X-Forwarded-For entry
+        trusted = [str(network) for network in settings.trusted_proxies]
+        stack.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted))
+    stack.append(Middleware(HygieneMiddleware))
     if settings.cors_origins:
         stack.append(
             Middleware(
@@ -112,4 +121,12 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 max_age=600,
             )
         )
+    stack.append(
+        Middleware(
+            FailedAuthGuard,
+            limit=settings.auth_failure_limit,
+            window=settings.auth_failure_window,
+        )
+    )
+    stack.append(Middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout))
     return stack

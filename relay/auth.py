@@ -67,8 +67,12 @@ def verify_request(
     key = keys.get(key_id)
     if key is None:
         raise AuthError("unknown_key", "unknown X-Wabus-Key-Id")
-    if not timestamp.isdigit() or len(timestamp) > 12:
-        raise AuthError("invalid_timestamp", "X-Wabus-Timestamp must be unix seconds")
+    # ASCII only: `str.isdigit` also accepts superscripts and other scripts' digits ("¹²"),
+    # some of which `int()` refuses
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        raise AuthError(
+            "invalid_timestamp", "X-Wabus-Timestamp must be unix seconds: 1-12 ASCII digits"
+        )
     if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
         raise AuthError(
             "timestamp_out_of_tolerance",

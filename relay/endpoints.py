@@ -2,8 +2,8 @@
 OpenAPI document, so the documentation cannot drift from what the relay enforces.
 
 Every signed endpoint runs the same gate before its handler: body size, signature, rate limit,
-replay record, then the instance id and the key's scope, then the query. A handler only ever
-sees an authenticated, authorised request whose query already validated.
+replay record, then the instance id and the key's scope, the body's media type, then the query.
+A handler only ever sees an authenticated, authorised request whose query already validated.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.problems import Problem, invalid_body, parse_json
+from relay.problems import (
+    Problem,
+    field_error,
+    field_problem,
+    invalid_body,
+    parse_json,
+    require_json_body,
+)
 from relay.signed import authenticate
 from relay.state import RelayState, relay_state
 from schemas.ids import is_instance_id
@@ -121,6 +128,8 @@ class Endpoint:
                     "instance_forbidden",
                     f"key {key.key_id!r} is not scoped to instance {instance!r}",
                 )
+        if self.body is not None:
+            require_json_body(request.headers.get("content-type"), body)
         query = self._query(request)
         return await self.handler(Call(request, state, body, key, query))
 
@@ -133,13 +142,16 @@ class Endpoint:
             return self._default_query  # the common case, without parsing anything
         params = dict(request.query_params)
         if self.signed and NONCE in params and not _NONCE.fullmatch(params.pop(NONCE)):
-            raise Problem(422, "invalid_query", "nonce is 1-64 of A-Za-z0-9_-")
+            rule = "expected 1-64 of A-Za-z0-9_-"
+            raise field_problem(
+                "invalid_query", [field_error((NONCE,), rule, "string_pattern_mismatch")]
+            )
         if self.query is None:
             if params:
-                raise Problem(
-                    422,
+                rule = "this route takes no query parameters"
+                raise field_problem(
                     "invalid_query",
-                    f"this route takes no query parameters (got {sorted(params)})",
+                    [field_error((name,), rule, "extra_forbidden") for name in sorted(params)],
                 )
             return None
         try:

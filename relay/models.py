@@ -9,15 +9,40 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.envelope import ContractModel, Timestamp
 from schemas.ids import INSTANCE_ID_PATTERN
-from schemas.instances import ENDPOINT_ID_PATTERN, InstanceStatus, WebhookEndpoint
+from schemas.instances import (
+    ENDPOINT_ID_PATTERN,
+    InstanceStatus,
+    WebhookEndpoint,
+    check_http_url,
+)
 
 EVENT_FILTER_PATTERN = r"^(\*|[a-z][a-z_]*(\.[a-z_*]+)*(\.\*)?)$"
+MAX_BIGINT = 2**63 - 1
+"""Postgres `bigint`: a cursor beyond it cannot name a row (and asyncpg refuses to send it)."""
+EVENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+"""Any envelope id, but no control characters: Postgres text refuses NUL."""
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("out of range once converted to UTC") from error
+
+
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_in_utc),
+    Field(description="RFC 3339 with a time zone (`Z` or `±hh:mm`)."),
+]
+"""A point in time given to the API: a time zone is required, so it means one instant only."""
 
 
 class WebhookEndpointIn(ContractModel):
@@ -34,6 +59,11 @@ class WebhookEndpointIn(ContractModel):
     secret: str | None = Field(
         default=None, max_length=256, description="`whsec_…`; generated when absent."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
 
     @field_validator("events")
     @classmethod
@@ -182,12 +212,14 @@ class DeliveryFilter(BaseModel):
 
     endpoint: str | None = Field(default=None, pattern=ENDPOINT_KEY_PATTERN)
     instance: str | None = Field(default=None, pattern=INSTANCE_ID_PATTERN)
-    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+    event_id: str | None = Field(default=None, pattern=EVENT_ID_PATTERN)
     outcome: DeliveryOutcome | None = None
-    since: Timestamp | None = None
-    until: Timestamp | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     limit: int = Field(default=100, ge=1, le=1000)
-    before: int | None = Field(default=None, ge=1, description="The `next` of the previous page.")
+    before: int | None = Field(
+        default=None, ge=1, le=MAX_BIGINT, description="The `next` of the previous page."
+    )
 
 
 class DeliveryView(BaseModel):
@@ -217,7 +249,7 @@ class DeliveryList(BaseModel):
 class DeliveryRetry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: str = Field(pattern=EVENT_ID_PATTERN)
     endpoint: str = Field(pattern=ENDPOINT_KEY_PATTERN)
 
 
@@ -231,8 +263,8 @@ class DeliveryRecover(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint: str = Field(pattern=ENDPOINT_KEY_PATTERN)
-    since: Timestamp
-    until: Timestamp | None = Field(default=None, description="Defaults to now.")
+    since: Instant
+    until: Instant | None = Field(default=None, description="Defaults to now.")
 
 
 class RecoveryStarted(BaseModel):

@@ -9,17 +9,24 @@ from pydantic import TypeAdapter
 
 from relay.endpoints import NONCE, Endpoint
 from relay.problems import PROBLEM_JSON, ProblemDetails
-from schemas.ids import INSTANCE_ID_PATTERN
+from schemas.ids import COMMAND_ID_MAX, IDEMPOTENCY_KEY_PATTERN, INSTANCE_ID_PATTERN
 
 REF = "#/components/schemas/{model}"
 
 _SIGNED_ERRORS = {
     401: "Authentication failed: `missing_signature`, `unknown_key`, `invalid_timestamp`, "
     "`timestamp_out_of_tolerance`, `invalid_signature`, `replayed_request`.",
+    408: "`header_timeout` or `body_timeout`: the request did not arrive within "
+    "`WABUS_HEADER_TIMEOUT` / `WABUS_BODY_TIMEOUT`; the connection is closed.",
     413: "`body_too_large`.",
-    422: "`invalid_json`, `invalid_body` or `invalid_query`; `errors` names each field.",
-    429: "`rate_limited`; see `Retry-After`.",
+    422: "`invalid_json`, `invalid_body` or `invalid_query`; `detail` and `errors` name each "
+    "field and the rule it broke.",
+    429: "`rate_limited` (this key's budget), or `too_many_failed_requests` (this client "
+    "address failed authentication too often); see `Retry-After`.",
     503: "`bus_unavailable`: NATS did not answer in time; retry (signed anew).",
+}
+_BODY_ERRORS = {
+    415: "`unsupported_media_type`: a body that is not `Content-Type: application/json`.",
 }
 _INSTANCE_ERRORS = {
     403: "`instance_forbidden`: the key is scoped to other instances.",
@@ -130,7 +137,11 @@ def _operation(endpoint: Endpoint, by_name: dict[str, Any]) -> dict[str, Any]:
                 "name": header,
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$"},
+                "schema": {
+                    "type": "string",
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                    "maxLength": COMMAND_ID_MAX,
+                },
                 "description": "Becomes the command id: a retry with the same key is no "
                 "second command.",
             }
@@ -148,6 +159,8 @@ def _operation(endpoint: Endpoint, by_name: dict[str, Any]) -> dict[str, Any]:
             {"content": content} if content else {}
         )
     errors = dict(_SIGNED_ERRORS) if endpoint.signed else {}
+    if endpoint.body is not None:
+        errors |= _BODY_ERRORS
     if "instance" in endpoint.path_params:
         errors |= _INSTANCE_ERRORS
     for status, description in errors.items():

@@ -12,19 +12,33 @@ from relay.jetstream import publish_acked
 from relay.problems import Problem
 from relay.state import RelayState
 from schemas.envelope import Envelope, encode, utc_now
-from schemas.ids import is_command_id, new_command_id
+from schemas.ids import (
+    COMMAND_ID_RULE,
+    command_id_problem,
+    is_command_id,
+    is_instance_id,
+    new_command_id,
+)
+from wabus.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def command_id_from(request: Request) -> str:
-    """The `Idempotency-Key` when given (it becomes the command id), else a new id."""
+    """The `Idempotency-Key` when given (it becomes the command id), else a new id.
+
+    Checked against the identifier rule here, where it enters: a key NATS cannot store as part of
+    a send record key would otherwise be published and only fail inside the connector."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return new_command_id()
-    if not is_command_id(key):
+    problem = command_id_problem(key)
+    if problem is not None:
+        log.info("idempotency key refused", reason=problem, length=len(key))
         raise Problem(
             400,
             "invalid_idempotency_key",
-            "Idempotency-Key is 1-128 letters, digits and _.=- (starting alphanumeric)",
+            f"Idempotency-Key is {COMMAND_ID_RULE}: {problem}",
         )
     return key
 
@@ -35,6 +49,12 @@ async def publish_command(
     """Publish and wait for JetStream's ack: once this returns, the command is durable.
     True when JetStream recognised the command id as a duplicate (an idempotent retry)."""
     # Every part was validated already (ids, the command model): construct, don't re-validate.
+    # The ids are checked once more because they become NATS names: a caller that skipped
+    # `command_id_from` must get a 4xx, not a command the connector can never store.
+    if not is_command_id(command_id):
+        raise Problem(400, "invalid_idempotency_key", f"a command id is {COMMAND_ID_RULE}")
+    if not is_instance_id(instance):
+        raise Problem(404, "unknown_instance", f"no instance {instance!r}")
     envelope = Envelope[dict[str, Any]].model_construct(
         id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
     )

@@ -6,14 +6,24 @@ import uvicorn
 from starlette.applications import Starlette
 
 from relay.app import create_app
+from wabus.deadlines import DeadlineProtocol
 from wabus.logs import configure_logging
 from wabus.settings import Settings
+
+
+class RelayProtocol(DeadlineProtocol):
+    """The relay's connections: head and body deadlines from the settings.
+
+    A class of this module (not one made per call) because uvicorn pickles its configuration
+    into each worker process; each worker sets the values when it builds the app."""
 
 
 def app_from_environment() -> Starlette:
     """The factory each uvicorn worker process calls: settings and logging from the environment."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    RelayProtocol.header_timeout = settings.header_timeout
+    RelayProtocol.body_timeout = settings.body_timeout
     return create_app(settings)
 
 
@@ -27,4 +37,6 @@ def main() -> None:
         port=settings.port,
         workers=settings.relay_workers,
         log_config=None,
+        http=RelayProtocol,
+        proxy_headers=False,  # X-Forwarded-For only from WABUS_TRUSTED_PROXIES (relay.app)
     )

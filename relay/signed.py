@@ -17,7 +17,7 @@ UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -4,12 +4,23 @@ envelope whose `type` is the command name and whose `id` is the command id.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from schemas.envelope import ContractModel
+from schemas.instances import check_http_url
 
 SEND_COMMAND = "send"
 PAIR_PHONE_COMMAND = "pair_phone"
@@ -22,26 +33,63 @@ _PHONE_DECORATION = re.compile(r"[\s()+.-]")
 
 MAX_MEDIA_BYTES = 16 * 1024 * 1024
 """WhatsApp's limit for images, audio and video; documents may be larger but are capped here too."""
+MAX_RECIPIENT_CHARS = 256
+"""Far above any JID or decorated number: the bound keeps the regexes cheap on hostile input."""
+_MIME_PART = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MIMETYPE_PATTERN = rf"^{_MIME_PART}/{_MIME_PART}(;[ A-Za-z0-9=._-]{{1,64}})?$"
+
+
+def _phone_digits(value: str) -> str | None:
+    """The digits of a decorated phone number, or None. ASCII only: `str.isdigit` also
+    accepts Arabic-Indic, fullwidth and superscript digits, which no WhatsApp JID contains."""
+    digits = _PHONE_DECORATION.sub("", value.strip())
+    if digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 20:
+        return digits
+    return None
 
 
 def normalise_recipient(value: str) -> str:
     """Accept a JID as is, or a phone number with the usual decoration, returned as digits."""
     value = value.strip()
+    if len(value) > MAX_RECIPIENT_CHARS:
+        raise ValueError(f"expected a phone number or a JID, got {len(value)} characters")
     if "@" in value:
         if not _JID.fullmatch(value):
             raise ValueError("not a WhatsApp JID (…@s.whatsapp.net, …@g.us, …@lid)")
         return value
-    digits = _PHONE_DECORATION.sub("", value)
-    if not digits.isdigit() or not 6 <= len(digits) <= 20:
-        raise ValueError("expected a phone number in international format (digits) or a JID")
+    digits = _phone_digits(value)
+    if digits is None:
+        raise ValueError(
+            "expected a phone number in international format (6-20 ASCII digits 0-9, "
+            "optionally decorated with + ( ) - . and spaces) or a JID"
+        )
     return digits
 
 
 def normalise_phone(value: str) -> str:
-    digits = _PHONE_DECORATION.sub("", value.strip())
-    if not digits.isdigit() or not 6 <= len(digits) <= 20:
-        raise ValueError("expected a phone number in international format (digits)")
+    """A phone number as ASCII digits; the decoration people type (`+55 (11) 9…`) is dropped."""
+    digits = _phone_digits(value) if len(value) <= MAX_RECIPIENT_CHARS else None
+    if digits is None:
+        raise ValueError(
+            "expected a phone number in international format (6-20 ASCII digits 0-9, "
+            "optionally decorated with + ( ) - . and spaces)"
+        )
     return digits
+
+
+def check_base64_media(value: str) -> str:
+    """Inline media must decode, strictly, to 1 byte … `MAX_MEDIA_BYTES`: refused here, a bad
+    payload never reaches `WA_COMMANDS` (the connector decodes it the same way)."""
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(
+            "expected standard base64 (A-Z a-z 0-9 + /, `=` padding; no whitespace, no "
+            f"`data:` prefix): {error}"
+        ) from error
+    if not 1 <= size <= MAX_MEDIA_BYTES:
+        raise ValueError(f"expected 1 to {MAX_MEDIA_BYTES} bytes of media, got {size}")
+    return value
 
 
 class _Send(ContractModel):
@@ -51,7 +99,7 @@ class _Send(ContractModel):
     reply_to: str | None = Field(
         default=None, max_length=128, description="WhatsApp id of a message in the chat to quote."
     )
-    mentions: list[str] = Field(
+    mentions: list[Annotated[str, AfterValidator(normalise_recipient)]] = Field(
         default_factory=list, max_length=256, description="Phone numbers or JIDs to mention."
     )
 
@@ -59,11 +107,6 @@ class _Send(ContractModel):
     @classmethod
     def _recipient(cls, value: str) -> str:
         return normalise_recipient(value)
-
-    @field_validator("mentions")
-    @classmethod
-    def _mentions(cls, value: list[str]) -> list[str]:
-        return [normalise_recipient(item) for item in value]
 
 
 class SendText(_Send):
@@ -77,9 +120,23 @@ class _SendMedia(_Send):
     """Media from `url` (fetched by the connector, SSRF-checked, size-capped) or inline `base64`."""
 
     url: str | None = Field(default=None, max_length=4096, pattern=r"^https?://")
-    base64: str | None = Field(default=None, max_length=(MAX_MEDIA_BYTES * 4) // 3 + 4)
-    mimetype: str | None = Field(default=None, max_length=255)
+    base64: str | None = Field(
+        default=None,
+        max_length=(MAX_MEDIA_BYTES * 4) // 3 + 4,
+        description=f"Standard base64 (no `data:` prefix) of 1 to {MAX_MEDIA_BYTES} bytes.",
+    )
+    mimetype: str | None = Field(default=None, max_length=255, pattern=MIMETYPE_PATTERN)
     caption: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("base64")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        return None if value is None else check_base64_media(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> _SendMedia:
@@ -187,13 +244,20 @@ class MarkRead(ContractModel):
     """Mark messages of a chat as read (blue ticks)."""
 
     chat: str
-    message_ids: list[str] = Field(min_length=1, max_length=1000)
+    message_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=1000
+    )
     sender: str | None = Field(default=None, description="In groups: the JID of their sender.")
 
     @field_validator("chat")
     @classmethod
     def _chat(cls, value: str) -> str:
         return normalise_recipient(value)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_recipient(value)
 
 
 class Presence(ContractModel):

@@ -166,7 +166,10 @@ class MessageSent(EventData):
 
 
 class MessageFailed(EventData):
-    """Emitted when a send command could not be carried out; `code` is stable, `reason` is prose."""
+    """Emitted when a command could not be carried out — a send, or any other command
+    (`invalid_command`, `unknown_instance`, `instance_not_connected`, `redelivery_exhausted`
+    answer every kind); `code` is stable, `reason` is prose. `command_id` is the command's id as
+    it arrived, even one that could not be used (then it was never stored)."""
 
     event_type = "message.failed"
     command_id: str

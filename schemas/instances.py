@@ -5,14 +5,39 @@ idempotent sends. Keys are instance ids (send records: `<instance>.<command id>`
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, field_validator
+from yarl import URL
 
 from schemas.envelope import ContractModel, Timestamp
+from schemas.ids import ENDPOINT_ID_PATTERN
 
-ENDPOINT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def check_http_url(value: str) -> str:
+    """`value` if it is an absolute http(s) URL with a host and a valid port, else ValueError
+    saying which rule it breaks. Parsed as the SSRF guard and the deliverers parse it (yarl),
+    so a URL stored here is one they can read."""
+    if _UNSAFE_IN_URL.search(value):
+        raise ValueError("a URL has no spaces or control characters (percent-encode them)")
+    try:
+        parsed = URL(value)
+        host, port = parsed.host, parsed.explicit_port
+    except (ValueError, IndexError) as error:
+        # UnicodeError (a bad IDNA host) is a ValueError; yarl 1.25 raises IndexError for
+        # some broken authorities (`http://[v1.x]@`)
+        raise ValueError(f"not a valid URL: {error or type(error).__name__}") from error
+    if parsed.scheme not in {"http", "https"}:
+        raise ValueError("expected an http:// or https:// URL")
+    if not host:
+        raise ValueError("expected a URL with a host")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535")
+    return value
 
 
 class WebhookEndpoint(ContractModel):
@@ -29,6 +54,11 @@ class WebhookEndpoint(ContractModel):
         default=None, description="During rotation: still signed with until `rotation_ends_at`."
     )
     rotation_ends_at: Timestamp | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
 
     @field_validator("secret", "previous_secret")
     @classmethod
@@ -111,6 +141,7 @@ def send_record_key(instance: str, command_id: str) -> str:
 
 
 __all__ = [
+    "ENDPOINT_ID_PATTERN",
     "InstanceConfig",
     "InstanceStatus",
     "SendRecord",

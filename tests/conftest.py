@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from relay.webhooks.signature import new_secret
@@ -66,13 +67,8 @@ def settings(nats_url: str, prefix: str, tmp_path: Path, webhook_secret: str) ->
     )
 
 
-@pytest.fixture
-async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
-    """A NATS client for the test; the test's streams and buckets are deleted afterwards."""
-    client = await nats.connect(nats_url)
-    yield client
-    js = client.jetstream()
-    topology = Topology(prefix)
+async def delete_streams(js: JetStreamContext, topology: Topology) -> None:
+    """Every stream, bucket and object store of `topology` (those never created are skipped)."""
     buckets = (
         topology.replay_bucket,
         topology.config_bucket,
@@ -90,8 +86,16 @@ async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
         *(f"KV_{bucket}" for bucket in buckets),
         f"OBJ_{topology.media_store}",
     ):
-        with contextlib.suppress(NotFoundError):
+        with contextlib.suppress(NotFoundError):  # never created: nothing to delete
             await js.delete_stream(stream)
+
+
+@pytest.fixture
+async def nc(nats_url: str, prefix: str) -> AsyncIterator[NATS]:
+    """A NATS client for the test; the test's streams and buckets are deleted afterwards."""
+    client = await nats.connect(nats_url)
+    yield client
+    await delete_streams(client.jetstream(), Topology(prefix))
     await client.close()
 
 

@@ -22,11 +22,14 @@ from wabus.serve import serve_app
 
 
 @contextlib.asynccontextmanager
-async def running(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
-    """Serve `app` on a real loopback port for the duration of the block; yields its base URL."""
+async def running(
+    app: ASGIApp, port: int | None = None, **serve_options: float
+) -> AsyncIterator[str]:
+    """Serve `app` on a real loopback port for the duration of the block; yields its base URL.
+    `serve_options` go to `serve_app` (its head and body deadlines)."""
     port = port or free_port()
     stop = asyncio.Event()
-    task = asyncio.create_task(serve_app(app, "127.0.0.1", port, stop))
+    task = asyncio.create_task(serve_app(app, "127.0.0.1", port, stop, **serve_options))
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         if task.done():

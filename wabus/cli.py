@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from relay.webhooks.signature import new_secret
 from wabus.logs import configure_logging
 from wabus.serve import run_until_signal
-from wabus.settings import LogFormat, Settings
+from wabus.settings import LogFormat, Settings, parse_api_keys
 
 if TYPE_CHECKING:
     from relay.client import RelayClient
@@ -29,6 +30,24 @@ instances_app = typer.Typer(help="Create, list, show and delete instances.", no_
 app.add_typer(keys_app, name="keys")
 app.add_typer(sim_app, name="sim")
 app.add_typer(instances_app, name="instances")
+
+
+def _settings() -> Settings:
+    """The settings from the environment, or exit 2 saying what is wrong with them. pydantic's
+    own message quotes the value it refused, which may be a secret (a WABUS_WEBHOOK_SECRET
+    without its prefix, an API key): the message here names the variable and the rule only."""
+    try:
+        settings = Settings()
+        parse_api_keys(settings.api_keys)  # a bad WABUS_API_KEYS entry stops us here
+    except ValidationError as error:
+        for problem in error.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in problem["loc"]) or "settings"
+            typer.echo(f"✘ {where}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as error:  # WABUS_API_KEYS: the message names the rule, not the entry
+        typer.echo(f"✘ {error}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 @app.command()
@@ -46,7 +65,7 @@ def dev(
     otherwise), relay, webhook inspector. With WABUS_ENGINE=neonize it shows the pairing QR."""
     from wabus.devstack import DevPorts, run_dev
 
-    env = Settings()
+    env = _settings()
     configure_logging(env.log_level, LogFormat.CONSOLE)
     ports = DevPorts(relay_port, connector_port, inspector_port, nats_port)
     try:
@@ -63,6 +82,7 @@ def connector() -> None:
     """Run the connector (same as `python -m connector`)."""
     from connector.service import main
 
+    _settings()  # a configuration error said without the values
     main()
 
 
@@ -71,12 +91,15 @@ def relay() -> None:
     """Run the relay (same as `python -m relay`)."""
     from relay.service import main
 
+    _settings()  # a configuration error said without the values
     main()
 
 
 @keys_app.command("new")
 def keys_new(key_id: Annotated[str, typer.Option(help="Id of the API key.")] = "main") -> None:
-    """Print a new API key (for WABUS_API_KEYS) and a new webhook secret (WABUS_WEBHOOK_SECRET)."""
+    """Print a new API key (for WABUS_API_KEYS) and a new webhook secret (WABUS_WEBHOOK_SECRET).
+
+    The one place secrets are printed in full: made here, for you to store, shown once."""
     typer.echo(f"WABUS_API_KEYS={key_id}:{secrets.token_urlsafe(32)}")
     typer.echo(f"WABUS_WEBHOOK_SECRET={new_secret()}")
 
@@ -87,7 +110,7 @@ def _client_config() -> tuple[str, str, str]:
 
     from wabus.devstack import load_dev_state
 
-    env = Settings()
+    env = _settings()
     state = load_dev_state(env.data_dir)
     url = os.environ.get("WABUS_RELAY_URL") or (state.relay_url if state else "")
     api_key = (env.api_keys[0] if env.api_keys else "") or (state.api_key if state else "")
@@ -237,7 +260,7 @@ def _nats_target() -> tuple[str, Settings]:
     """NATS URL and settings from NATS_URL, else from a running `wabus dev` (its prefix too)."""
     from wabus.devstack import load_dev_state
 
-    env = Settings()
+    env = _settings()
     state = load_dev_state(env.data_dir)
     nats_url = env.nats_url or (state.nats_url if state else None)
     if not nats_url:
@@ -294,7 +317,7 @@ def sim_inbound(
 
     from wabus.devstack import load_dev_state
 
-    env = Settings()
+    env = _settings()
     state = load_dev_state(env.data_dir)
     nats_url = env.nats_url or (state.nats_url if state else None)
     if not nats_url:

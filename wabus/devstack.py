@@ -1,19 +1,24 @@
 """`wabus dev`: embedded nats-server, connector, relay and webhook inspector in one process.
 
-Generated credentials are kept in `<data dir>/dev.json` (mode 0600) so they survive restarts and
-so the other `wabus` subcommands (`send`, `sim`) find the running stack without configuration.
+Generated credentials are kept in `<data dir>/dev.json` (mode 0600, enforced on every read and
+write) so they survive restarts and so the other `wabus` subcommands (`send`, `sim`) find the
+running stack without configuration. Secrets are never printed: the banner shows a fingerprint
+of each and says where the full value is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import secrets
+import stat
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from wabus.console import (
 )
 from wabus.embedded import EmbeddedNats, free_port
 from wabus.inspector import create_inspector_app
+from wabus.logs import shown_url
 from wabus.serve import serve_app
 from wabus.settings import EngineName, Settings
 
@@ -53,18 +59,61 @@ class DevState:
     subject_prefix: str = "wa"
 
 
+log = logging.getLogger(__name__)
+"""Standard-library logging: its line reaches stderr even in CLI commands that configure no
+logging (`wabus send` prints JSON on stdout), and goes through the structured renderer in
+`wabus dev`."""
+
+DEV_FILE_MODE = 0o600
+
+
 def load_dev_state(data_dir: Path) -> DevState | None:
+    """The saved dev credentials, or None; a file others may read is made 0600 first."""
     path = data_dir / DEV_FILE
-    if not path.exists():
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
         return None
+    if mode & 0o077:  # group or others may read or write it
+        os.chmod(path, DEV_FILE_MODE)
+        log.warning(
+            "%s was mode %04o, now %04o: it holds the dev API key and webhook secret",
+            path, mode, DEV_FILE_MODE,
+        )  # fmt: skip
     return DevState(**json.loads(path.read_text()))
 
 
 def save_dev_state(data_dir: Path, state: DevState) -> None:
+    """Write the credentials to a new 0600 file that replaces the old one whole: never readable
+    by others, never half-written, whatever mode an earlier file had."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / DEV_FILE
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(json.dumps(asdict(state), indent=2))
+    descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{DEV_FILE}.")
+    try:
+        os.fchmod(descriptor, DEV_FILE_MODE)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(asdict(state), indent=2))
+        os.replace(temporary, data_dir / DEV_FILE)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def fingerprint(secret: str) -> str:
+    """A short SHA-256 of `secret`: enough to tell which secret is in use, useless to an
+    onlooker (a terminal scroll-back, a screen share, a pasted log)."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def shown_api_key(entry: str) -> str:
+    """An `id:secret` entry of WABUS_API_KEYS as it may be printed: the id, not the secret."""
+    head = entry.partition(":")[0]
+    return f"{head}:…  ({fingerprint(entry)})"
+
+
+def shown_secret(secret: str) -> str:
+    """A webhook secret as it may be printed: its `whsec_` prefix and a fingerprint."""
+    prefix = "whsec_" if secret.startswith("whsec_") else ""
+    return f"{prefix}…  ({fingerprint(secret)})"
 
 
 @dataclass(frozen=True)
@@ -95,19 +144,25 @@ def dev_settings(
 
 
 def banner(state: DevState, relay: Settings, connector: Settings, inspector: bool) -> str:
-    key_id = state.api_key.split(":", 1)[0]
-    from_env = bool(os.environ.get("WABUS_WEBHOOK_SECRET"))
-    secret_shown = "(from WABUS_WEBHOOK_SECRET)" if from_env else state.webhook_secret
+    """What `wabus dev` prints once it is ready: where everything listens, and which credentials
+    it uses — as fingerprints; the full values stay in the 0600 file or the environment."""
+    stored = relay.data_dir / DEV_FILE
+    api_key = relay.api_keys[0] if relay.api_keys else state.api_key
+    key_from = "WABUS_API_KEYS" if api_key != state.api_key else f"{stored} (mode 0600)"
+    secret = relay.webhook_secret.get_secret_value() if relay.webhook_secret else ""
+    secret_from = (
+        "WABUS_WEBHOOK_SECRET" if secret != state.webhook_secret else f"{stored} (mode 0600)"
+    )
     lines = [
         "wabus dev is running",
-        f"  NATS       {relay.nats_url}",
+        f"  NATS       {shown_url(relay.nats_url or '')}",
         f"  relay      http://{LOOPBACK}:{relay.port}   (API, /healthz, /metrics)",
         f"  connector  http://{LOOPBACK}:{connector.port}   (engine: {connector.engine.value})",
-        f"  webhooks → {relay.webhook_url}" + ("   (built-in inspector)" if inspector else ""),
+        f"  webhooks → {shown_url(relay.webhook_url or '')}"
+        + ("   (built-in inspector)" if inspector else ""),
         "",
-        f"  API key         {relay.api_keys[0] if relay.api_keys else '(from WABUS_API_KEYS)'}",
-        f"  webhook secret  {secret_shown}",
-        f"  (kept in {relay.data_dir / DEV_FILE}; key id {key_id})",
+        f"  API key         {shown_api_key(api_key)}   full value in {key_from}",
+        f"  webhook secret  {shown_secret(secret)}   full value in {secret_from}",
         "",
         "  follow every event:  wabus tail",
     ]
@@ -243,7 +298,16 @@ async def run_dev(
                 tasks.create_task(serve_app(inspector_app, LOOPBACK, ports.inspector, stop))
             echo(f"… starting the connector (engine: {connector.engine.value}) and the relay")
             tasks.create_task(run_connector(connector, stop))
-            tasks.create_task(serve_app(create_app(relay), LOOPBACK, relay.port, stop))
+            tasks.create_task(
+                serve_app(
+                    create_app(relay),
+                    LOOPBACK,
+                    relay.port,
+                    stop,
+                    header_timeout=relay.header_timeout,
+                    body_timeout=relay.body_timeout,
+                )
+            )
             urls = (state.relay_url, f"http://{LOOPBACK}:{connector.port}")
             await wait_until(
                 lambda: _all_ready(urls, stop), "the relay and the connector to be ready", echo

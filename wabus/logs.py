@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import structlog
+from yarl import URL
 
 from wabus.settings import LogFormat
 
@@ -54,3 +55,20 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> N
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+def shown_url(url: str) -> str:
+    """A URL (or a comma-separated list, as NATS_URL may be) as it may be printed: without the
+    user, password or token it may carry."""
+    return ",".join(_without_credentials(one.strip()) for one in url.split(","))
+
+
+def _without_credentials(url: str) -> str:
+    try:
+        parsed = URL(url)
+        hidden = parsed.user is not None or parsed.password is not None
+    except ValueError:
+        return "(a URL that does not parse)"
+    if not hidden:
+        return url
+    return str(parsed.with_user(None)).replace("://", "://…@", 1)

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from wabus.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, deadline_protocol
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the process owns signals, not each server."""
@@ -19,9 +21,30 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_app(app: ASGIApp, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve `app` until `stop` is set; raises if the listener cannot start."""
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
+async def serve_app(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> None:
+    """Serve `app` until `stop` is set; raises if the listener cannot start.
+
+    Slow clients are cut off (`wabus.deadlines`). `X-Forwarded-For` is not read here: uvicorn
+    would trust it from loopback by default; an app that sits behind proxies reads it from the
+    proxies it was told to trust (the relay: `WABUS_TRUSTED_PROXIES`)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        http=deadline_protocol(header_timeout, body_timeout),
+        proxy_headers=False,
+    )
+    server = _Server(config)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

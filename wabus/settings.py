@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.ids import API_KEY_ID_RULE, is_api_key_id
+from schemas.instances import check_http_url
 from schemas.subjects import DEFAULT_PREFIX, Topology
 
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -63,7 +65,6 @@ class ApiKey:
         return f"ApiKey({self.key_id!r}, secret=***, scopes={self.scopes!r})"
 
 
-_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCOPE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]{0,62}|[a-z0-9_-]{0,62}\*)$")
 
 
@@ -78,11 +79,14 @@ def parse_api_keys(entries: list[str]) -> dict[str, ApiKey]:
         head, sep, secret = entry.partition(":")
         key_id, at, scope_list = head.partition("@")
         scopes = tuple(scope_list.split("|")) if at else ()
-        if not sep or not _KEY_ID.fullmatch(key_id) or len(secret) < 16:
+        if not sep or len(secret) < 16:
             raise ValueError(
                 "WABUS_API_KEYS entries are `id:secret` or `id@instance|prefix*:secret`, "
-                "with an id of letters, digits and _.- and a secret of 16+ characters"
+                "with a secret of 16+ characters"
             )
+        if not is_api_key_id(key_id):
+            # The id is named (it is no secret) so the operator sees which entry to fix.
+            raise ValueError(f"WABUS_API_KEYS: key id {key_id!r} is not {API_KEY_ID_RULE}")
         if at and not all(_SCOPE.fullmatch(scope) for scope in scopes):
             raise ValueError(
                 f"WABUS_API_KEYS: key {key_id!r} has a scope that is not an instance id "
@@ -96,7 +100,11 @@ def parse_api_keys(entries: list[str]) -> dict[str, ApiKey]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=False, extra="ignore", validate_by_name=True
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        validate_by_name=True,
+        hide_input_in_errors=True,  # a refused secret must not be echoed into a log or traceback
     )
 
     nats_url: str | None = Field(default=None, validation_alias="NATS_URL")
@@ -137,6 +145,9 @@ class Settings(BaseSettings):
         default=15.0, gt=0, le=60, validation_alias="WABUS_WEBHOOK_TIMEOUT"
     )
     webhook_lease_ttl: float = Field(default=10.0, ge=1, validation_alias="WABUS_WEBHOOK_LEASE_TTL")
+    delivery_log_retention_days: float = Field(
+        default=30.0, ge=0, validation_alias="WABUS_DELIVERY_LOG_RETENTION_DAYS"
+    )
 
     # deployment (infra): 3 on a three-node JetStream cluster, so streams survive a node loss
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="WABUS_STREAM_REPLICAS")
@@ -151,6 +162,20 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="WABUS_CORS_ORIGINS"
     )
     max_wait_seconds: float = Field(default=30.0, gt=0, le=120, validation_alias="WABUS_MAX_WAIT")
+
+    # hostile input (issue 10): tenants' quotas, slow clients, guessers
+    key_max_instances: int = Field(
+        default=10, ge=0, le=10_000, validation_alias="WABUS_KEY_MAX_INSTANCES"
+    )
+    header_timeout: float = Field(default=10.0, ge=0, validation_alias="WABUS_HEADER_TIMEOUT")
+    body_timeout: float = Field(default=60.0, ge=0, validation_alias="WABUS_BODY_TIMEOUT")
+    trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = Field(default=(), validation_alias="WABUS_TRUSTED_PROXIES")
+    auth_failure_limit: int = Field(default=100, ge=0, validation_alias="WABUS_AUTH_FAILURE_LIMIT")
+    auth_failure_window: float = Field(
+        default=900.0, gt=0, validation_alias="WABUS_AUTH_FAILURE_WINDOW"
+    )
 
     # connector: sessions, pacing, spool (issue 3)
     max_sessions: int = Field(default=64, ge=1, le=10_000, validation_alias="WABUS_MAX_SESSIONS")
@@ -168,6 +193,9 @@ class Settings(BaseSettings):
     sim_pairing: Literal["auto", "qr"] = Field(default="auto", validation_alias="WABUS_SIM_PAIRING")
     sim_qr_interval: float = Field(default=20.0, gt=0, validation_alias="WABUS_SIM_QR_INTERVAL")
     command_ack_wait: float = Field(default=30.0, ge=1, validation_alias="WABUS_COMMAND_ACK_WAIT")
+    command_max_deliver: int = Field(
+        default=20, ge=2, le=1000, validation_alias="WABUS_COMMAND_MAX_DELIVER"
+    )
     leases: bool = Field(default=False, validation_alias="WABUS_LEASES")
     lease_ttl: float = Field(default=30.0, ge=1, validation_alias="WABUS_LEASE_TTL")
 
@@ -193,7 +221,12 @@ class Settings(BaseSettings):
             raise ValueError("a non-empty list of non-negative seconds")
         return value
 
-    @field_validator("webhook_allow_cidrs", mode="before")
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("webhook_allow_cidrs", "trusted_proxies", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> object:
         return _split(value)

@@ -49,6 +49,7 @@ from relay.webhooks.signature import webhook_headers
 from schemas.commands import SEND_COMMAND
 from schemas.envelope import Envelope, encode, make_event, utc_now
 from schemas.events import WebhookEndpointDisabled
+from schemas.ids import is_command_id
 from wabus.leases import Leases
 from wabus.logs import get_logger
 from wabus.natsbus import UNAVAILABLE
@@ -255,8 +256,11 @@ class EndpointDispatcher:
         request = reply_to_event(event.event_type, event.data, answer.body)
         if request is None:
             return None
+        command_id = reply_command_id(event.event_id)
+        if not is_command_id(command_id):
+            raise RefusedReply(f"the event id makes no valid command id: {command_id!r}")
         return Envelope[dict[str, Any]](
-            id=reply_command_id(event.event_id),
+            id=command_id,
             type=SEND_COMMAND,
             instance=event.instance,
             timestamp=utc_now(),
@@ -484,22 +488,17 @@ class EndpointDispatcher:
             await message.nak()
 
     async def _dead_letter(self, event: EventRef, reason: str) -> None:
-        target = self.target
-        await self._js.publish(
-            self._topology.dead_letter(event.instance, target.token, event.event_type),
+        await self._publish_dead_letter(
+            event.instance,
+            event.event_type,
             event.body,
-            headers={
-                "Nats-Msg-Id": f"{target.key}:{event.event_id}",
-                "Wabus-Endpoint": target.key,
-                "Wabus-Event-Id": event.event_id,
-                "Wabus-Event-Seq": str(event.seq),
-                "Wabus-Reason": _header_safe(reason),
-            },
+            f"{self.target.key}:{event.event_id}",
+            {"Wabus-Event-Id": event.event_id, "Wabus-Event-Seq": str(event.seq)},
+            reason,
         )
-        metrics.DEAD_LETTERS.inc()
         log.error(
             "webhook dead-lettered",
-            endpoint=target.key,
+            endpoint=self.target.key,
             event_id=event.event_id,
             instance=event.instance,
             type=event.event_type,
@@ -508,25 +507,43 @@ class EndpointDispatcher:
 
     async def _bury(self, poison: Poison) -> None:
         """A message that is not an event goes to the dead letters at once, with the reason."""
-        target = self.target
-        await self._js.publish(
-            self._topology.dead_letter(poison.instance, target.token, poison.event_type),
+        await self._publish_dead_letter(
+            poison.instance,
+            poison.event_type,
             poison.body,
-            headers={
-                "Nats-Msg-Id": f"{target.key}:poison:{poison.seq}",
-                "Wabus-Endpoint": target.key,
-                "Wabus-Event-Seq": str(poison.seq),
-                "Wabus-Reason": _header_safe(f"poison: {poison.reason}"),
-            },
+            f"{self.target.key}:poison:{poison.seq}",
+            {"Wabus-Event-Seq": str(poison.seq)},
+            f"poison: {poison.reason}",
         )
-        metrics.DEAD_LETTERS.inc()
         metrics.POISON.inc()
         log.error(
             "poison message on the events stream dead-lettered",
-            endpoint=target.key,
+            endpoint=self.target.key,
             seq=poison.seq,
             reason=poison.reason,
         )
+
+    async def _publish_dead_letter(
+        self,
+        instance: str,
+        event_type: str,
+        body: bytes,
+        message_id: str,
+        headers: dict[str, str],
+        reason: str,
+    ) -> None:
+        target = self.target
+        await self._js.publish(
+            self._topology.dead_letter(instance, target.token, event_type),
+            body,
+            headers={
+                "Nats-Msg-Id": message_id,
+                "Wabus-Endpoint": target.key,
+                **headers,
+                "Wabus-Reason": _header_safe(reason),
+            },
+        )
+        metrics.DEAD_LETTERS.inc()
 
     async def _disable(self, event: EventRef) -> None:
         target = self.target

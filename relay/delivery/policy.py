@@ -62,7 +62,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "¹²", which isdigit() accepts, float() not
         return float(value)
     try:
         when = parsedate_to_datetime(value)

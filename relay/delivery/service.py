@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -52,8 +52,12 @@ async def open_delivery_log(settings: Settings) -> DeliveryLog:
         return NullDeliveryLog()
     from relay.delivery.log import PostgresDeliveryLog
 
-    delivery_log = await PostgresDeliveryLog.open(settings.database_url.get_secret_value())
-    log.info("webhook delivery log on (Postgres)")
+    days = settings.delivery_log_retention_days
+    retention = timedelta(days=days) if days > 0 else None
+    delivery_log = await PostgresDeliveryLog.open(
+        settings.database_url.get_secret_value(), retention=retention
+    )
+    log.info("webhook delivery log on (Postgres)", retention_days=days or "forever")
     return delivery_log
 
 

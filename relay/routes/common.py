@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from relay.problems import Problem
 from relay.state import RelayState
 from schemas.instances import InstanceConfig, InstanceStatus
+from wabus.logs import get_logger
+
+log = get_logger(__name__)
 
 
 async def get_entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
@@ -26,10 +30,27 @@ async def load_config(state: RelayState, instance: str) -> tuple[InstanceConfig,
     found = await get_entry(state.config, instance)
     if found is None:
         raise Problem(404, "unknown_instance", f"no instance {instance!r}")
-    return InstanceConfig.model_validate_json(found[0]), found[1]
+    try:
+        return InstanceConfig.model_validate_json(found[0]), found[1]
+    except ValidationError as error:
+        # written on NATS by something other than this API: say so, never a 500
+        log.error("stored instance config does not validate", instance=instance, error=str(error))
+        raise Problem(
+            409,
+            "invalid_stored_config",
+            f"the stored configuration of {instance!r} does not validate; "
+            "delete the instance and create it again",
+        ) from error
 
 
 async def load_status(state: RelayState, instance: str) -> InstanceStatus | None:
-    """What the connector last reported, or None when it has not reported yet."""
+    """What the connector last reported, or None when it has not reported yet (or wrote
+    something unreadable, which is logged)."""
     found = await get_entry(state.status, instance)
-    return InstanceStatus.model_validate_json(found[0]) if found else None
+    if found is None:
+        return None
+    try:
+        return InstanceStatus.model_validate_json(found[0])
+    except ValidationError as error:
+        log.error("stored instance status does not validate", instance=instance, error=str(error))
+        return None

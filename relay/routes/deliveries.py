@@ -55,8 +55,34 @@ def _instance_of(endpoint: str) -> str | None:
     return endpoint.split("/", 1)[0] if "/" in endpoint else None
 
 
+def _check_endpoint(call: Call, endpoint: str) -> None:
+    """A scoped key names only per-instance endpoints of its instances: the global endpoint
+    receives every instance's events and belongs to the operator, so its rows, retries and
+    recoveries are not a tenant's, even for the tenant's own instance."""
+    key = call.key
+    if key is None or not key.scopes:
+        return
+    instance = _instance_of(endpoint)
+    if instance is None:
+        raise Problem(
+            403,
+            "endpoint_forbidden",
+            f"key {key.key_id!r} is scoped to instances; {endpoint!r} is not an endpoint of one",
+        )
+    _check_scope(call, instance)
+
+
+def _visible(call: Call, endpoint: str) -> bool:
+    """Whether the key may see the delivery rows of `endpoint`."""
+    key = call.key
+    if key is None or not key.scopes:
+        return True
+    instance = _instance_of(endpoint)
+    return instance is not None and key.allows(instance)
+
+
 def _target(call: Call, endpoint: str) -> Target:
-    _check_scope(call, _instance_of(endpoint))
+    _check_endpoint(call, endpoint)
     try:
         return call.state.deliveries.endpoint(endpoint).target
     except UnknownEndpoint as error:
@@ -66,6 +92,8 @@ def _target(call: Call, endpoint: str) -> Target:
 async def list_deliveries(call: Call) -> Response:
     given: DeliveryFilter = call.query
     instance = given.instance or (_instance_of(given.endpoint) if given.endpoint else None)
+    if given.endpoint:
+        _check_endpoint(call, given.endpoint)
     _check_scope(call, instance)
     delivery_log = call.state.deliveries.log
     if not delivery_log.enabled:
@@ -82,7 +110,11 @@ async def list_deliveries(call: Call) -> Response:
             before=given.before,
         )
     )
-    views = [DeliveryView(id=row.id, **asdict(row.attempt)) for row in rows]
+    views = [
+        DeliveryView(id=row.id, **asdict(row.attempt))
+        for row in rows
+        if _visible(call, row.attempt.endpoint)
+    ]
     full_page = len(rows) == given.limit
     return _json(DeliveryList(deliveries=views, next=rows[-1].id if full_page else None))
 

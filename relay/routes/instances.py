@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 
 from nats.js.errors import KeyWrongLastSequenceError
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from starlette.responses import JSONResponse, Response
 
+from relay import quotas
 from relay.endpoints import Call, Endpoint, Reply
 from relay.models import (
     InstanceCreate,
@@ -17,8 +18,8 @@ from relay.models import (
     WebhookEndpointIn,
     WebhookEndpointView,
 )
-from relay.problems import Problem
-from relay.routes.common import load_config, load_status
+from relay.problems import Problem, field_error, field_problem
+from relay.routes.common import get_entry, load_config, load_status
 from relay.webhooks.signature import new_secret
 from schemas.envelope import utc_now
 from schemas.instances import InstanceConfig, WebhookEndpoint
@@ -33,13 +34,17 @@ _WEBHOOK = TypeAdapter(WebhookEndpointIn)
 MAX_WEBHOOKS = 16
 
 
-def _endpoint(given: WebhookEndpointIn, index: int, call: Call) -> WebhookEndpoint:
+def _endpoint(given: WebhookEndpointIn, index: int | None, call: Call) -> WebhookEndpoint:
+    """The endpoint to store; `index` is its place in a create body (None: the body is it)."""
+    field = "url" if index is None else f"webhooks[{index}].url"
     try:
         check_url(given.url, call.state.settings.webhook_allow_cidrs)
     except BlockedTarget as error:
-        raise Problem(
-            422, "webhook_url_blocked", f"webhooks[{index}].url is not reachable: {error}"
-        ) from error
+        raise Problem(422, "webhook_url_blocked", f"{field} is not reachable: {error}") from error
+    except ValueError as error:  # the model parsed it already; a guard stricter than it
+        rule = f"not a valid URL: {error}"
+        loc = ("url",) if index is None else ("webhooks", index, "url")
+        raise field_problem("invalid_body", [field_error(loc, rule, "url")]) from error
     return WebhookEndpoint(
         id=given.id or f"wh_{secrets.token_hex(6)}",
         url=given.url,
@@ -71,6 +76,10 @@ async def create_instance(call: Call) -> Response:
     ids = [e.id for e in given.webhooks if e.id]
     if len(ids) != len(set(ids)):
         raise Problem(422, "duplicate_webhook_id", "webhook endpoint ids must be unique")
+    scoped = call.key if call.key is not None and call.key.scopes else None
+    quota = call.state.settings.key_max_instances
+    if scoped is not None:
+        await quotas.check_room(call.state.config, scoped, quota)
     now = utc_now()
     config = InstanceConfig(
         id=given.id,
@@ -80,9 +89,11 @@ async def create_instance(call: Call) -> Response:
         updated_at=now,
     )
     try:
-        await call.state.config.create(config.id, config.model_dump_json().encode())
+        revision = await call.state.config.create(config.id, config.model_dump_json().encode())
     except KeyWrongLastSequenceError as error:
         raise Problem(409, "instance_exists", f"instance {given.id!r} already exists") from error
+    if scoped is not None:
+        await quotas.confirm(call.state.config, scoped, quota, config.id, revision)
     log.info("instance created", instance=config.id, key_id=call.key and call.key.key_id)
     return _json(view(config, with_secrets=True), 201)
 
@@ -95,7 +106,10 @@ async def list_instances(call: Call) -> Response:
             if entry is None:
                 break
             if entry.value and (call.key is None or call.key.allows(entry.key)):
-                configs.append(InstanceConfig.model_validate_json(entry.value))
+                try:
+                    configs.append(InstanceConfig.model_validate_json(entry.value))
+                except ValidationError as error:  # written on NATS, not through this API
+                    log.error("stored instance config skipped", key=entry.key, error=str(error))
             if entry.delta == 0:
                 break
     finally:
@@ -134,7 +148,7 @@ async def update_instance(call: Call) -> Response:
 async def add_webhook(call: Call) -> Response:
     given: WebhookEndpointIn = call.parse(_WEBHOOK)
     config, revision = await load_config(call.state, call.instance)
-    endpoint = _endpoint(given, 0, call)
+    endpoint = _endpoint(given, None, call)
     if any(existing.id == endpoint.id for existing in config.webhooks):
         raise Problem(409, "duplicate_webhook_id", f"webhook {endpoint.id!r} already exists")
     if len(config.webhooks) >= MAX_WEBHOOKS:
@@ -161,7 +175,11 @@ async def delete_webhook(call: Call) -> Response:
 
 
 async def delete_instance(call: Call) -> Response:
-    _, revision = await load_config(call.state, call.instance)
+    # the raw entry, not the parsed config: one that no longer validates can still be deleted
+    found = await get_entry(call.state.config, call.instance)
+    if found is None:
+        raise Problem(404, "unknown_instance", f"no instance {call.instance!r}")
+    revision = found[1]
     try:
         await call.state.config.delete(call.instance, last=revision)
     except KeyWrongLastSequenceError as error:
@@ -178,7 +196,8 @@ endpoints = [
         "POST", "/v1/instances", create_instance, "createInstance", "Create an instance", TAG,
         {
             201: Reply("Created; webhook secrets appear in this answer only.", InstanceView),
-            409: Reply("`instance_exists`: the id is taken.", None),
+            409: Reply("`instance_exists`: the id is taken; `quota_exceeded`: a scoped key "
+                       "holds `WABUS_KEY_MAX_INSTANCES` instances already.", None),
         },
         body=InstanceCreate,
     ),

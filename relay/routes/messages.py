@@ -17,7 +17,7 @@ from relay.routes.common import get_entry
 from relay.state import RelayState
 from relay.waits import wait_for_value
 from schemas.commands import SEND_COMMAND, SendMessage, parse_send
-from schemas.ids import is_command_id
+from schemas.ids import COMMAND_ID_RULE, is_command_id
 from schemas.instances import SendRecord, SendState, send_record_key
 from wabus.settings import Settings
 
@@ -80,7 +80,7 @@ async def send_message(call: Call) -> Response:
 async def get_send(call: Call) -> Response:
     command_id = call.param("command_id")
     if not is_command_id(command_id):
-        raise Problem(404, "unknown_send", "command ids match ^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
+        raise Problem(404, "unknown_send", f"a command id is {COMMAND_ID_RULE}")
     found = await get_entry(call.state.sends, send_record_key(call.instance, command_id))
     if found is None:
         raise Problem(

@@ -39,7 +39,7 @@ def reply_to_event(
         return None  # never answer our own messages: an echo bot would talk to itself forever
     try:
         answer = json.loads(response_body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(answer, dict):
         return None

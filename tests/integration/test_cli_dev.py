@@ -1,11 +1,14 @@
 """`wabus dev`, `wabus tail` and `wabus keys new` as a new user runs them: real processes, real
-nats-server; the dev console's QR and phone pairing against a real NATS."""
+nats-server; the dev console's QR and phone pairing against a real NATS; secrets never printed
+and `.wabus/dev.json` kept 0600."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,15 +16,27 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client as NATS
 from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
+from relay.webhooks.signature import new_secret
 from schemas.envelope import encode, make_event
 from schemas.events import ConnectionPairCode, ConnectionQR
 from tests.support import eventually, stored_envelopes
 from wabus.cli import app
-from wabus.devstack import DevConsole
+from wabus.devstack import (
+    DEV_FILE,
+    DevConsole,
+    DevPorts,
+    DevState,
+    banner,
+    dev_settings,
+    fingerprint,
+    load_dev_state,
+    save_dev_state,
+)
 from wabus.embedded import free_port
 from wabus.natsbus import ensure_streams
 from wabus.settings import Settings
@@ -141,3 +156,115 @@ async def test_dev_console_shows_the_qr_and_pairs_by_phone(nc: NATS, settings: S
     await asyncio.sleep(0.2)
     assert len(await pair_requested()) == 1
     assert json.dumps(lines, ensure_ascii=False).count("█") + "".join(lines).count("▀") > 0
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def dev_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WABUS_", "NATS_"))},
+        "WABUS_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+async def test_dev_prints_fingerprints_not_secrets_and_makes_dev_json_0600(tmp_path: Path) -> None:
+    """An API key from WABUS_API_KEYS and a webhook secret from an existing dev.json left 0644:
+    the output holds neither secret (the fingerprints are there: the control), the file ends
+    0600, and one line says it was fixed."""
+    data_dir = tmp_path / ".wabus"
+    data_dir.mkdir()
+    env_key = "mine:" + "k" * 12 + "EnvSecret" + "k" * 12
+    kept = DevState(
+        api_key="dev:" + "d" * 12 + "FileSecret" + "d" * 12, webhook_secret=new_secret()
+    )
+    (data_dir / DEV_FILE).write_text(
+        json.dumps({"api_key": kept.api_key, "webhook_secret": kept.webhook_secret})
+    )
+    (data_dir / DEV_FILE).chmod(0o644)
+    ports = [str(free_port()) for _ in range(4)]
+    options = ["--relay-port", ports[0], "--connector-port", ports[1]]
+    options += ["--inspector-port", ports[2], "--nats-port", ports[3]]
+    dev_log = tmp_path / "dev.log"
+    with cli(["dev", *options], dev_env(data_dir, WABUS_API_KEYS=env_key), dev_log):
+
+        async def banner_shown() -> bool:
+            return "wabus dev is running" in dev_log.read_text()
+
+        await eventually(banner_shown, timeout=60, interval=0.1)
+        assert mode_of(data_dir / DEV_FILE) == 0o600
+    shown = dev_log.read_text()
+    for secret in (env_key.partition(":")[2], kept.api_key.partition(":")[2], kept.webhook_secret):
+        assert secret not in shown
+        assert secret[6:18] not in shown  # not even a piece of it
+    assert "EnvSecret" not in shown
+    assert "FileSecret" not in shown
+    assert fingerprint(env_key) in shown  # the controls: the banner names both, by fingerprint
+    assert fingerprint(kept.webhook_secret) in shown
+    assert "full value in WABUS_API_KEYS" in shown
+    assert f"full value in {data_dir / DEV_FILE} (mode 0600)" in shown
+    assert shown.count("was mode 0644, now 0600") == 1
+    stored = json.loads((data_dir / DEV_FILE).read_text())
+    assert stored["webhook_secret"] == kept.webhook_secret  # the full value is where it says
+    assert stored["api_key"] == kept.api_key
+
+
+def test_dev_json_is_written_0600_over_a_file_others_may_read(tmp_path: Path) -> None:
+    state = DevState(api_key="dev:" + "x" * 30, webhook_secret=new_secret())
+    save_dev_state(tmp_path, state)
+    assert mode_of(tmp_path / DEV_FILE) == 0o600
+    (tmp_path / DEV_FILE).chmod(0o644)
+    save_dev_state(tmp_path, DevState(api_key=state.api_key, webhook_secret=new_secret()))
+    assert mode_of(tmp_path / DEV_FILE) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [DEV_FILE]  # no temporary file left behind
+    assert load_dev_state(tmp_path) != state  # the control: it was rewritten, not kept
+
+
+def test_reading_dev_json_makes_it_0600_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = DevState(api_key="dev:" + "x" * 30, webhook_secret=new_secret())
+    save_dev_state(tmp_path, state)
+    (tmp_path / DEV_FILE).chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="wabus.devstack"):
+        assert load_dev_state(tmp_path) == state
+        assert load_dev_state(tmp_path) == state
+    assert mode_of(tmp_path / DEV_FILE) == 0o600
+    said = f"{tmp_path / DEV_FILE} was mode 0644, now 0600: it holds the dev API key and webhook"
+    assert [r.getMessage() for r in caplog.records] == [said + " secret"]
+    assert state.webhook_secret not in caplog.text
+    assert load_dev_state(tmp_path / "absent") is None
+
+
+def test_the_banner_shows_fingerprints_and_hides_credentials_in_urls(tmp_path: Path) -> None:
+    state = DevState(api_key="dev:" + "a" * 32, webhook_secret=new_secret())
+    env = Settings(
+        data_dir=tmp_path, webhook_url="https://hook:Hunter2Pass@app.example/wa?x=1",
+        api_keys=["ci@acme|beta:" + "s" * 32],
+    )  # fmt: skip
+    relay, connector = dev_settings(env, state, "nats://u:NatsPassword@127.0.0.1:4222", DevPorts())
+    shown = banner(state, relay, connector, inspector=False)
+    for secret in ("s" * 16, state.webhook_secret, "Hunter2Pass", "NatsPassword", "a" * 16):
+        assert secret not in shown
+    assert "ci@acme|beta:…" in shown  # the controls: the key id and where things are stay
+    assert fingerprint("ci@acme|beta:" + "s" * 32) in shown
+    assert fingerprint(state.webhook_secret) in shown
+    assert "https://…@app.example/wa?x=1" in shown
+    assert "nats://…@127.0.0.1:4222" in shown
+
+
+def test_a_bad_setting_is_named_without_its_value() -> None:
+    """pydantic quotes a refused value, which may be a secret; the CLI names the rule only."""
+    refused = CliRunner().invoke(
+        app, ["status", "x"], env={"WABUS_WEBHOOK_SECRET": "Plain-Secret-Value-0123456789"}
+    )
+    assert refused.exit_code == 2
+    assert "Plain-Secret-Value" not in refused.output
+    assert "WABUS_WEBHOOK_SECRET" in refused.output  # the control: it says what is wrong
+    bad_key = CliRunner().invoke(app, ["status", "x"], env={"WABUS_API_KEYS": "main:Short-Secret"})
+    assert bad_key.exit_code == 2
+    assert "Short-Secret" not in bad_key.output
+    assert "WABUS_API_KEYS" in bad_key.output

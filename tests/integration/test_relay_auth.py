@@ -33,6 +33,7 @@ async def url(settings: Settings, nc: NATS) -> AsyncIterator[str]:
 async def post(
     url: str, headers: dict[str, str], body: bytes = BODY, target: str = TARGET
 ) -> httpx.Response:
+    headers = {"Content-Type": "application/json"} | headers  # a JSON body says so (else 415)
     async with httpx.AsyncClient() as http:
         return await http.post(url + target, content=body, headers=headers)
 

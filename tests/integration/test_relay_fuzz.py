@@ -1,41 +1,44 @@
-"""Schema-driven fuzzing of every route in the relay's own `/openapi.json`, against a real relay
-on a real nats-server: no answer is a 5xx, and a refused request never reaches `WA_COMMANDS`.
+"""Property tests of the relay's input handling, against a real relay on a real nats-server: no
+answer is a 5xx, every refusal is a problem with a stable `code`, and a refused request never
+reaches `WA_COMMANDS`.
 
-Requests are signed correctly (so they get past authentication and exercise validation), some
-with their signature corrupted. hypothesis drives a synchronous function, so the relay and the
-NATS client run on an event loop in a background thread; each route gets a bounded budget.
+- Bodies, paths and queries of every route in the relay's own `/openapi.json` (our strategies;
+  `test_relay_schemathesis.py` adds schemathesis' own), signed correctly so they get past
+  authentication and exercise validation, some with their signature corrupted.
+- The authentication and idempotency headers as arbitrary bytes, written on the wire as they are.
+
+Seeded (`derandomize=True`, no example database): a failure replays on every machine; each test
+has a bounded budget. hypothesis drives synchronous functions, so the relay runs on a loop in a
+background thread (`tests.threaded_relay`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-import nats
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from relay.app import create_app
+from relay.auth import sign_request
 from relay.client import signed_headers
 from relay.openapi import openapi_document
 from relay.routes import ENDPOINTS
 from schemas.ids import INSTANCE_ID_PATTERN
 from tests.conftest import API_KEY_ID, API_SECRET
+from tests.raw_http import RawResponse, raw_request
 from tests.schema_strategies import ANY_JSON, from_schema, mutated
-from tests.support import running
+from tests.threaded_relay import Relay, fuzz_settings, threaded_relay
 from wabus.settings import Settings
 
-T = TypeVar("T")
 DOCUMENT = openapi_document(ENDPOINTS, "test")
 COMPONENTS = DOCUMENT["components"]["schemas"]
 OPERATIONS = [
@@ -44,73 +47,19 @@ OPERATIONS = [
     for method, operation in methods.items()
 ]
 EXAMPLES_PER_ROUTE = 30
-
-
-@dataclass
-class Relay:
-    """A relay and a NATS client living on an event loop in a background thread."""
-
-    url: str
-    loop: asyncio.AbstractEventLoop
-    settings: Settings
-    count_commands: Callable[[], Awaitable[int]]
-
-    def run(self, coroutine: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)  # type: ignore[arg-type]
+HEADER_EXAMPLES = 200
+SEEDED = hypothesis_settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture
 def relay(settings: Settings) -> Iterator[Relay]:
-    # `?wait=` may be drawn up to 120 s: keep the relay's cap short so fuzzing stays fast
-    settings = settings.model_copy(update={"max_wait_seconds": 0.2})
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    ready: asyncio.Future[Relay] = asyncio.Future(loop=loop)
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        client = await nats.connect(settings.nats_url or "")
-        js = client.jetstream()
-
-        async def count() -> int:
-            info = await js.stream_info(settings.topology.commands_stream)
-            return int(info.state.messages)
-
-        try:
-            async with running(create_app(settings)) as url:
-                ready.set_result(Relay(url, loop, settings, count))
-                await stop.wait()
-        finally:
-            for stream in (
-                settings.topology.events_stream,
-                settings.topology.commands_stream,
-                settings.topology.dlq_stream,
-                *(f"KV_{b}" for b in (
-                    settings.topology.replay_bucket, settings.topology.config_bucket,
-                    settings.topology.status_bucket, settings.topology.sends_bucket,
-                )),
-            ):  # fmt: skip
-                with contextlib.suppress(Exception):
-                    await js.delete_stream(stream)
-            await client.close()
-
-    serving = asyncio.run_coroutine_threadsafe(serve(), loop)
-    started = asyncio.run_coroutine_threadsafe(asyncio.wait_for(_result(ready), 20), loop)
-    yield started.result(30)
-    loop.call_soon_threadsafe(stop.set)
-    serving.result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    # Let transports that are closing (NATS connections) finish on their own loop before it
-    # closes; otherwise their finalisers warn later, inside whichever test runs then.
-    loop.run_until_complete(asyncio.sleep(0.2))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
-async def _result(future: asyncio.Future[T]) -> T:
-    return await future
+    with threaded_relay(fuzz_settings(settings)) as served:
+        yield served
 
 
 def _param_value(parameter: dict[str, Any]) -> Any:
@@ -146,9 +95,14 @@ def requests(draw: st.DrawFn, method: str, path: str, operation: dict[str, Any])
         body = json.dumps(value).encode()
         if draw(st.integers(0, 9)) == 0:
             body = draw(st.binary(max_size=64))
+    content_type = draw(
+        st.sampled_from(
+            ["application/json"] * 8 + ["text/plain", "application/x-www-form-urlencoded"]
+        )
+    )
     corrupt = draw(st.sampled_from(["none"] * 6 + ["signature", "body", "key", "stale"]))
     return {"method": method, "target": target, "body": body, "headers": headers,
-            "corrupt": corrupt}  # fmt: skip
+            "content_type": content_type, "corrupt": corrupt}  # fmt: skip
 
 
 def send(relay: Relay, request: dict[str, Any]) -> tuple[httpx.Response, int, int]:
@@ -160,7 +114,7 @@ def send(relay: Relay, request: dict[str, Any]) -> tuple[httpx.Response, int, in
     elif request["corrupt"] == "key":
         headers["X-Wabus-Key-Id"] = "intruder"
     sent_body = body + b" " if request["corrupt"] == "body" else body
-    headers |= request["headers"] | {"Content-Type": "application/json"}
+    headers |= request["headers"] | {"Content-Type": request["content_type"]}
 
     async def go() -> tuple[httpx.Response, int, int]:
         before = await relay.count_commands()
@@ -181,12 +135,7 @@ def test_fuzzed_requests_never_fail_the_relay_nor_publish_when_refused(
 ) -> None:
     statuses: list[int] = []
 
-    @hypothesis_settings(
-        max_examples=EXAMPLES_PER_ROUTE,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @hypothesis_settings(SEEDED, max_examples=EXAMPLES_PER_ROUTE)
     @given(request=requests(method, path, operation))
     def check(request: dict[str, Any]) -> None:
         response, before, after = send(relay, request)
@@ -200,4 +149,118 @@ def test_fuzzed_requests_never_fail_the_relay_nor_publish_when_refused(
             assert response.status_code in {401, 404, 405}, (request, response.text)
 
     check()
+    print(f"{method} {path}: {len(statuses)} requests, {Counter(statuses)}")
     assert any(400 <= status < 500 for status in statuses)
+    assert not any(status >= 500 for status in statuses)
+
+
+# header fuzzing: the four headers a client controls before any validation, as raw bytes
+
+SEND_TARGET = "/v1/instances/acme/messages"
+SEND_BODY = json.dumps({"to": "5511999999999", "text": "hi"}).encode()
+HOSTILE_VALUES = [
+    "¹²".encode("latin-1"),  # isdigit() is True for these; int() refuses them
+    "³²¹".encode("latin-1") * 4,  # only ¹²³ are in Latin-1
+    "¹²³⁴⁵⁶⁷⁸⁹⁰".encode(),
+    "١٧٠٠٠٠٠٠٠٠".encode(),  # Arabic-Indic digits, as UTF-8
+    "１７００００００００".encode(),  # fullwidth digits
+    b"",
+    b" ",
+    b"\x00",
+    b"\x7f\xff\xfe",
+    b"-1",
+    b"+1700000000",
+    b"1e9",
+    b"0x10",
+    b"9" * 13,
+    b"9" * 5000,
+    b"v1=" + b"0" * 64,
+    b"v1=" + "é".encode() * 40,
+    b"," * 300,
+    b"a.",
+    b"a..b",
+    b"A" * 129,
+    b"x" * 6000,
+]
+"""Values that broke, or could break, a parser: fed to every header besides random bytes."""
+
+
+def _header_value(valid: bytes) -> st.SearchStrategy[bytes | None]:
+    arbitrary = st.binary(max_size=80) | st.binary(min_size=1000, max_size=8000)
+    kinds: dict[str, st.SearchStrategy[bytes | None]] = {
+        "valid": st.just(valid),
+        "absent": st.none(),
+        "hostile": st.sampled_from(HOSTILE_VALUES),
+        # a header value ends at CR or LF: anything else goes on the wire as it is
+        "bytes": arbitrary.map(lambda value: value.replace(b"\r", b"").replace(b"\n", b"")),
+        "text": st.text(max_size=40).map(str.encode),
+    }
+    # mostly valid: a request gets as far as the one header that is not
+    return st.sampled_from(["valid"] * 6 + sorted(kinds)).flatmap(kinds.__getitem__)
+
+
+@st.composite
+def header_sets(draw: st.DrawFn) -> dict[str, bytes | None]:
+    target = f"{SEND_TARGET}?nonce={secrets.token_hex(8)}"
+    timestamp = str(int(time.time())).encode()
+    return {
+        "target": target.encode(),
+        "now": timestamp,
+        "X-Wabus-Key-Id": draw(_header_value(API_KEY_ID.encode())),
+        "X-Wabus-Timestamp": draw(_header_value(timestamp)),
+        # `b"sign"`: the right signature over whatever the other headers turned out to be
+        "X-Wabus-Signature": draw(_header_value(b"sign")),
+        "Idempotency-Key": draw(
+            st.none() | _header_value(b"order-" + secrets.token_hex(4).encode())
+        ),
+    }
+
+
+def _wire_headers(drawn: dict[str, bytes | None]) -> tuple[str, list[tuple[bytes, bytes]], bool]:
+    """The target and headers to send, and whether the signature is the right one."""
+    target = (drawn["target"] or b"").decode()
+    headers: list[tuple[bytes, bytes]] = [(b"Content-Type", b"application/json")]
+    signed = False
+    for name in ("X-Wabus-Key-Id", "X-Wabus-Timestamp", "Idempotency-Key"):
+        value = drawn[name]
+        if value is not None:
+            headers.append((name.encode(), value))
+    signature = drawn["X-Wabus-Signature"]
+    if signature == b"sign":
+        timestamp = (drawn["X-Wabus-Timestamp"] or b"").decode("latin-1")
+        signature = sign_request(API_SECRET.encode(), timestamp, "POST", target, SEND_BODY).encode()
+        signed = drawn["X-Wabus-Key-Id"] == API_KEY_ID.encode()
+    if signature is not None:
+        headers.append((b"X-Wabus-Signature", signature))
+    return target, headers, signed
+
+
+def test_fuzzed_auth_and_idempotency_headers_never_fail_the_relay(relay: Relay) -> None:
+    statuses: list[int] = []
+
+    @hypothesis_settings(SEEDED, max_examples=HEADER_EXAMPLES)
+    @given(drawn=header_sets())
+    def check(drawn: dict[str, bytes | None]) -> None:
+        target, headers, signed = _wire_headers(drawn)
+        before = relay.commands()
+        response: RawResponse = relay.run(
+            raw_request(relay.url, "POST", target, headers, SEND_BODY)
+        )
+        statuses.append(response.status)
+        assert response.status != 0, ("no answer", drawn)
+        assert response.status < 500, (drawn, response)
+        if response.status >= 400:
+            assert relay.commands() == before, ("a refused request published a command", drawn)
+            if response.from_relay:
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.json()["code"]
+        fresh = drawn["X-Wabus-Timestamp"] == drawn["now"]
+        if signed and fresh and drawn["Idempotency-Key"] is None:
+            # positive control: every part right, so the send must be queued
+            assert response.status == 202, (drawn, response)
+
+    check()
+    print(f"headers: {len(statuses)} requests, {Counter(statuses)}")
+    assert 202 in statuses  # the valid requests among them went through
+    assert 401 in statuses  # and the hostile ones were refused by authentication
+    assert not any(status >= 500 for status in statuses)

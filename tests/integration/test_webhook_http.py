@@ -543,7 +543,18 @@ async def test_a_name_pinned_to_ipv6(serve: Servers, client: Clients) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["10.0.0.1", "169.254.169.254", "::ffff:10.0.0.1", "0.0.0.0", "fe80::1%eth0", "nope"]
+    "bad",
+    [
+        "10.0.0.1",
+        "169.254.169.254",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",
+        "fe80::1%eth0",
+        "nope",
+        "2002:a9fe:a9fe::1",
+        "64:ff9b::a00:1",
+        "::ffff:0:7f00:1",
+    ],
 )
 async def test_a_name_with_any_address_not_allowed_is_refused_before_connecting(
     serve: Servers, client: Clients, bad: str
@@ -880,6 +891,13 @@ async def test_loopback_is_refused_without_an_allow_list(serve: Servers, client:
         "[fd00::1]",
         "[fe80::1]",
         "224.0.0.1",
+        # IPv6 forms that carry an IPv4 address inside: judged by what they carry
+        "[::127.0.0.1]",
+        "[::ffff:0:7f00:1]",
+        "[64:ff9b:1::7f00:1]",
+        "[2002:a9fe:a9fe::1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[2001:0:808:808:8000:63bf:f5ff:fffe]",
     ],
 )
 async def test_ip_literals_not_allowed_are_refused(client: Clients, host: str) -> None:

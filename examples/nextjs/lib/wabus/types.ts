@@ -177,6 +177,9 @@ export interface ReadCommand {
  * via the `definition` "SendAudio".
  */
 export interface SendAudio {
+  /**
+   * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
+   */
   base64?: string | null;
   caption?: string | null;
   /**
@@ -206,6 +209,9 @@ export interface SendAudio {
  * via the `definition` "SendDocument".
  */
 export interface SendDocument {
+  /**
+   * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
+   */
   base64?: string | null;
   caption?: string | null;
   filename?: string | null;
@@ -232,6 +238,9 @@ export interface SendDocument {
  * via the `definition` "SendImage".
  */
 export interface SendImage {
+  /**
+   * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
+   */
   base64?: string | null;
   caption?: string | null;
   /**
@@ -335,6 +344,9 @@ export interface SendText {
  * via the `definition` "SendVideo".
  */
 export interface SendVideo {
+  /**
+   * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
+   */
   base64?: string | null;
   caption?: string | null;
   /**
@@ -565,7 +577,10 @@ export interface Media {
   voice?: boolean;
 }
 /**
- * Emitted when a send command could not be carried out; `code` is stable, `reason` is prose.
+ * Emitted when a command could not be carried out — a send, or any other command
+ * (`invalid_command`, `unknown_instance`, `instance_not_connected`, `redelivery_exhausted`
+ * answer every kind); `code` is stable, `reason` is prose. `command_id` is the command's id as
+ * it arrived, even one that could not be used (then it was never stored).
  *
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
  * via the `definition` "MessageFailed".
