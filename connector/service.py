@@ -46,8 +46,15 @@ def build_engine(settings: Settings) -> Engine:
             data_dir=settings.data_dir / "sim",
         )
     # Imported only when chosen: importing neonize loads its Go library.
-    from connector.engines.neonize import build_neonize_engine
-
+    try:
+        from connector.engines.neonize import build_neonize_engine
+    except ModuleNotFoundError as error:
+        if error.name != "neonize":
+            raise
+        raise RuntimeError(
+            "WABUS_ENGINE=neonize needs the neonize package: install wabus with it "
+            "(pip install 'wabus[neonize]'), or set WABUS_ENGINE=sim"
+        ) from error
     return build_neonize_engine(settings)
 
 

@@ -36,6 +36,11 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
+NATS_MAX_PAYLOAD = 8 << 20
+"""The largest message, as `infra/nats/*.conf` sets it: NATS's recommended ceiling (larger ones are
+"discouraged"), and what `WABUS_MAX_SEND_BODY_BYTES` is sized to fit."""
+
+
 class EmbeddedNats:
     """A JetStream-enabled nats-server on loopback, its data under `store_dir`."""
 
@@ -52,8 +57,10 @@ class EmbeddedNats:
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.store_dir / "nats-server.log"
+        config = self.store_dir / "nats-server.conf"  # what has no flag: the payload limit
+        config.write_text(f"max_payload: {NATS_MAX_PAYLOAD}\n")
         command = [
-            nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port),
+            nats_server_binary(), "-c", str(config), "-js", "-a", self.host, "-p", str(self.port),
             "-sd", str(self.store_dir), "-l", str(log_file),
         ]  # fmt: skip
         stderr_file = self.store_dir / "nats-server.stderr"

@@ -94,9 +94,13 @@ async def ensure_streams(
 
 
 async def streams_present(js: JetStreamContext, settings: Settings) -> bool:
+    """True when every stream exists (readiness); False when one is missing or NATS is away."""
     try:
         for spec in stream_specs(settings.topology, settings.events_max_age):
             await js.stream_info(spec.name)
-    except Exception:
+    except NotFoundError:
+        return False
+    except UNAVAILABLE as error:
+        log.debug("streams not checked: NATS unavailable", error=repr(error))
         return False
     return True

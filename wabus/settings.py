@@ -154,8 +154,8 @@ class Settings(BaseSettings):
 
     # relay API (issue 4): limits, CORS, waits
     max_send_body_bytes: int = Field(
-        default=23 << 20, gt=0, validation_alias="WABUS_MAX_SEND_BODY_BYTES"
-    )
+        default=(8 << 20) - (64 << 10), gt=0, validation_alias="WABUS_MAX_SEND_BODY_BYTES"
+    )  # under NATS's max_payload of 8 MiB (infra/, `wabus dev`) with room for the envelope
     rate_limit: float = Field(default=200.0, ge=0, validation_alias="WABUS_RATE_LIMIT")
     rate_burst: int = Field(default=400, ge=1, validation_alias="WABUS_RATE_BURST")
     cors_origins: Annotated[list[str], NoDecode] = Field(

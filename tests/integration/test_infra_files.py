@@ -18,6 +18,7 @@ import yaml
 from packaging.requirements import Requirement
 from starlette.routing import Route
 
+from wabus.embedded import NATS_MAX_PAYLOAD
 from wabus.health import health_routes
 from wabus.settings import Settings
 
@@ -116,6 +117,23 @@ def test_connector_image_has_ffmpeg_and_a_data_volume() -> None:
     assert "WABUS_DATA_DIR=/data" in env
 
 
+def test_only_the_connector_image_installs_neonize() -> None:
+    """neonize (a Go library, linux/amd64 only) is the connector's engine: the relay never imports
+    it, so its image leaves it out."""
+    installs = {
+        name: " ".join(
+            i.argument for i in parse_dockerfile(ROOT / name) if "pip install" in i.argument
+        )
+        for name in DOCKERFILES
+    }
+    assert "[neonize]" in installs["Dockerfile.connector"]
+    assert "neonize" not in installs["Dockerfile.relay"]
+    assert all("-r constraints.txt" not in line for line in installs.values())  # not everything
+    project = _toml(ROOT / "pyproject.toml")["project"]
+    assert not any(Requirement(d).name == "neonize" for d in project["dependencies"])
+    assert [Requirement(d).name for d in project["optional-dependencies"]["neonize"]] == ["neonize"]
+
+
 def test_constraints_pin_every_runtime_dependency() -> None:
     pins: dict[str, str] = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
@@ -124,7 +142,7 @@ def test_constraints_pin_every_runtime_dependency() -> None:
             assert version, f"not an exact pin: {line}"
             pins[name.lower().replace("_", "-")] = version
     project = _toml(ROOT / "pyproject.toml")["project"]
-    for dependency in project["dependencies"]:
+    for dependency in [*project["dependencies"], *project["optional-dependencies"]["neonize"]]:
         requirement = Requirement(dependency)
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"constraints.txt does not pin {name}"
@@ -256,3 +274,16 @@ def test_docs_name_real_commands() -> None:
     for line in commands:
         words = shlex.split(line)
         assert words[0] in cli.commands, f"docs/deploy.md: no `wabus {words[0]}`"  # type: ignore[attr-defined]
+
+
+def test_nats_configs_take_a_send_at_the_relays_limit() -> None:
+    """A send carries its inline media: the relay's default body limit plus the envelope must fit
+    the server's `max_payload`, the same in infra/ as in `wabus dev` and the tests."""
+    units = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+    for name in ("nats.conf", "cluster.conf"):
+        text = (INFRA / "nats" / name).read_text()
+        found = re.search(r"^max_payload:\s*(\d+)(KB|MB|GB)?\s*$", text, re.M)
+        assert found, f"{name} sets no max_payload"
+        limit = int(found.group(1)) * units.get(found.group(2) or "", 1)
+        assert limit == NATS_MAX_PAYLOAD, name
+        assert Settings().max_send_body_bytes + 16 * 1024 <= limit, name
