@@ -222,7 +222,7 @@ class Deliveries:
         if isinstance(event, Poison) or event.event_id != event_id:
             raise EventGone(f"event {event_id!r} is no longer in the events stream")
         number = last.attempt + 1
-        return await dispatcher.attempt(event, number, Trigger.RETRY), number
+        return await dispatcher.sender.attempt(event, number, Trigger.RETRY), number
 
     async def recover(self, endpoint: str, since: datetime, until: datetime) -> int:
         """Deliver again, in the background, the dead letters of `endpoint` that were
@@ -278,7 +278,9 @@ class Deliveries:
         async def one(event: EventRef) -> None:
             nonlocal delivered
             async with slots:
-                if isinstance(await dispatcher.attempt(event, 0, Trigger.RECOVER), Delivered):
+                if isinstance(
+                    await dispatcher.sender.attempt(event, 0, Trigger.RECOVER), Delivered
+                ):
                     delivered += 1
 
         outcomes = await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
