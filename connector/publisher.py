@@ -164,6 +164,19 @@ class EventPublisher:
                 await first_event(stop, within=0.25)
         log.info("spool drain stopped", depth=len(self._spool))
 
+    async def flush(self, within: float) -> int:
+        """Publish what the spool holds, for at most `within` seconds, as a stopping connector
+        does once its sessions are closed; returns how many events it keeps for the next start
+        (NATS is away, or the time ran out). Cut short, a publish is sent again from the spool
+        with the same `Nats-Msg-Id`, so JetStream stores it once."""
+        try:
+            async with asyncio.timeout(within):
+                while len(self._spool) and self._connected() and await self._drain_batch():
+                    pass
+        except TimeoutError:
+            log.warning("spool not emptied before stopping", depth=len(self._spool))
+        return len(self._spool)
+
     async def _drain_batch(self) -> bool:
         """Publish up to one batch from the head; False when NATS failed again."""
         async with self._lock:

@@ -6,6 +6,9 @@ instead of being sent again. The one window left open is between WhatsApp accept
 the `sent` record being written (neonize cannot take our message id, so WhatsApp cannot dedupe for
 us): a command found `sending` is *not* sent again but answered `message.failed` with code
 `outcome_unknown` — at most once, never twice (docs/connector.md, "Idempotency").
+
+What a record means for a delivery is decided in `connector.send_decision` (pure); this module
+only reads and writes records, with the compare-and-set rules that keep racing deliveries apart.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from connector.send_decision import OUTCOME_UNKNOWN
 from schemas.envelope import utc_now
 from schemas.instances import SendRecord, SendState, send_record_key
 from schemas.subjects import Topology
@@ -26,10 +30,12 @@ from wabus.natsbus import UNAVAILABLE
 
 log = get_logger(__name__)
 
-OUTCOME_UNKNOWN = "outcome_unknown"
+__all__ = ["OUTCOME_UNKNOWN", "SendLedger"]
 
 
 class SendLedger:
+    """Reads and writes the sends bucket (`<instance>.<command id>` → `SendRecord`)."""
+
     def __init__(self, js: JetStreamContext, topology: Topology) -> None:
         self._js = js
         self._topology = topology
@@ -134,6 +140,7 @@ class SendLedger:
         error: str | None = None,
         now: datetime | None = None,
     ) -> SendRecord:
+        """Put a record as it is given, whatever the bucket holds (tests set the scene with it)."""
         record = SendRecord(
             command_id=command_id,
             instance=instance,
@@ -144,41 +151,27 @@ class SendLedger:
             error=error,
             updated_at=now or utc_now(),
         )
-        kv = await self._bucket()
-        await kv.put(send_record_key(instance, command_id), record.model_dump_json().encode())
+        await self.put(record)
         return record
 
-    async def write_until_stored(
-        self,
-        instance: str,
-        command_id: str,
-        state: SendState,
-        *,
-        message_id: str | None = None,
-        chat: str | None = None,
-        error_code: str | None = None,
-        error: str | None = None,
-        now: datetime | None = None,
-    ) -> SendRecord:
-        """Write a final record, waiting out a NATS outage: the send already happened, and
-        forgetting it would make the redelivered command look unfinished."""
+    async def put(self, record: SendRecord) -> None:
+        """Store `record` under its key, replacing what is there."""
+        kv = await self._bucket()
+        key = send_record_key(record.instance, record.command_id)
+        await kv.put(key, record.model_dump_json().encode())
+
+    async def put_until_stored(self, record: SendRecord) -> None:
+        """Put a final record, waiting out a NATS outage: the send already happened (or was
+        given up), and forgetting it would make the redelivered command look unfinished."""
         delay = 0.1
         while True:
             try:
-                return await self.write(
-                    instance,
-                    command_id,
-                    state,
-                    message_id=message_id,
-                    chat=chat,
-                    error_code=error_code,
-                    error=error,
-                    now=now,
-                )
+                await self.put(record)
+                return
             except UNAVAILABLE as error:
                 log.warning(
                     "send record not stored yet, retrying",
-                    command_id=command_id,
+                    command_id=record.command_id,
                     error=type(error).__name__,
                 )
                 await asyncio.sleep(delay)

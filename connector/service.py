@@ -36,6 +36,8 @@ log = get_logger(__name__)
 SPOOL_FILE = "spool.sqlite3"
 EXECUTOR_SPARE = 8
 """Workers beyond one per session, for the short blocking calls everything else makes."""
+FLUSH_AT_STOP = 1.0
+"""Seconds a stopping connector spends publishing what its spool still holds (NATS up)."""
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -174,6 +176,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
                 log.info("sim control subscription not unsubscribed", error=repr(error))
         await instances.close()
         await engine.close()
+        await publisher.flush(within=FLUSH_AT_STOP)  # what is left is kept for the next start
         try:
             await asyncio.wait_for(nc.drain(), 10)
         except Exception as error:  # unflushed publishes are in the spool or redelivered

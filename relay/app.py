@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,71 +13,43 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from relay.delivery.service import Deliveries, open_delivery_log
 from relay.endpoints import routes_of
 from relay.middleware.deadline import BodyDeadlineMiddleware
 from relay.middleware.guard import FailedAuthGuard
 from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
 from relay.ratelimit import RateLimiter
-from relay.replay import ReplayGuard
 from relay.routes import ENDPOINTS, V1_ROUTES
 from relay.routes.docs import docs_routes
 from relay.routes.legacy import health_route
-from relay.state import RelayState
-from wabus.buckets import open_instance_buckets
+from relay.state import OpenStores, RelayState, relay_state
+from relay.stores.nats_open import open_nats_stores
 from wabus.health import health_routes
 from wabus.logs import get_logger
-from wabus.natsbus import connect, ensure_streams, streams_present
 from wabus.settings import Settings
 
 log = get_logger(__name__)
 
 
 async def _readiness(request: Request) -> dict[str, bool]:
-    state: RelayState = request.state.relay
-    connected = state.nc.is_connected
-    return {
-        "nats": connected,
-        "streams": connected and await streams_present(state.js, state.settings),
-    }
+    return await relay_state(request).stores.health.checks()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the relay. With no settings they are read from the environment (uvicorn's factory)."""
+def create_app(
+    settings: Settings | None = None, open_stores: OpenStores = open_nats_stores
+) -> Starlette:
+    """Build the relay. With no settings they are read from the environment (uvicorn's factory).
+    `open_stores` opens what the routes reach beyond the process: NATS unless a test passes
+    its fakes."""
     settings = settings or Settings()
     if not settings.api_keys:
         log.warning("WABUS_API_KEYS is empty: every signed route will answer 401")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        nc = await connect(settings, "wabus-relay")
-        js = nc.jetstream()
-        await ensure_streams(js, settings)
-        replay = await ReplayGuard.open(nc, js, settings.topology)
-        buckets = await open_instance_buckets(
-            js, settings.topology, replicas=settings.stream_replicas
-        )
-        state = RelayState(
-            settings,
-            settings.keys,
-            nc,
-            js,
-            replay,
-            RateLimiter(settings.rate_limit, settings.rate_burst),
-            config=buckets.config,
-            status=buckets.status,
-            sends=buckets.sends,
-            deliveries=await Deliveries.open(js, settings, await open_delivery_log(settings)),
-        )
-        stop = asyncio.Event()
-        delivering = asyncio.create_task(state.deliveries.run(stop))
-        try:
-            yield {"relay": state}
-        finally:
-            stop.set()
-            await delivering
-            await nc.drain()
+        async with open_stores(settings) as stores:
+            limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+            yield {"relay": RelayState(settings, settings.keys, limiter, stores)}
 
     return Starlette(
         routes=[

@@ -22,14 +22,26 @@ from relay.auth import sign_request
 
 
 class RelayError(Exception):
-    """The relay answered with a problem; `code` is its stable error code."""
+    """The relay answered with a problem; `code` is its stable error code, `errors` the fields
+    a 422 names (`field`, `message`, `type`: the rule)."""
 
-    def __init__(self, status: int, code: str, detail: str, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        request_id: str | None = None,
+        *,
+        title: str = "",
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
         self.request_id = request_id
+        self.title = title
+        self.errors = errors or []
 
 
 def signed_headers(
@@ -259,11 +271,16 @@ def _raise_for_problem(response: httpx.Response) -> None:
             body = response.json()
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
+        errors = body.get("errors")
         raise RelayError(
             response.status_code,
             body.get("code", "error"),
             body.get("detail", response.text[:200]),
             response.headers.get("x-request-id"),
+            title=body.get("title") or response.reason_phrase,
+            errors=[e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else None,
         )
 
 

@@ -1,16 +1,15 @@
-"""Publishing a command to `WA_COMMANDS`: the envelope, its `Nats-Msg-Id`, and the checks that
-turn bus trouble into a clear 4xx/503 instead of a 500."""
+"""Publishing a command to `WA_COMMANDS`: the envelope, its id (which the bus deduplicates by),
+and the checks that turn bus trouble into a clear 4xx/503 instead of a 500."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nats.errors import MaxPayloadError
 from starlette.requests import Request
 
-from relay.jetstream import publish_acked
 from relay.problems import Problem
 from relay.state import RelayState
+from relay.stores.ports import PayloadTooLarge
 from schemas.envelope import Envelope, encode, utc_now
 from schemas.ids import (
     COMMAND_ID_RULE,
@@ -59,7 +58,8 @@ async def publish_command(
         id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
     )
     payload = encode(envelope)
-    limit = state.nc.max_payload
+    bus = state.stores.commands
+    limit = bus.max_payload
     if len(payload) > limit:
         raise Problem(
             413,
@@ -68,12 +68,8 @@ async def publish_command(
             f"{limit}; send media by `url`, or raise max_payload on the server",
         )
     try:
-        _, duplicate = await publish_acked(
-            state.nc,
-            state.settings.topology.command(instance, name),
-            payload,
-            {"Nats-Msg-Id": command_id},
+        return await bus.publish(
+            state.settings.topology.command(instance, name), payload, command_id
         )
-    except MaxPayloadError as error:
+    except PayloadTooLarge as error:
         raise Problem(413, "command_too_large", str(error)) from error
-    return duplicate

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nats.js.errors import KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
 from relay.problems import Problem
+from relay.stores.ports import InstanceStore, RevisionConflict
 from wabus.logs import get_logger
 from wabus.settings import ApiKey
 
@@ -31,21 +29,10 @@ class Held:
     revision: int
 
 
-async def held_by(config: KeyValue, key: ApiKey) -> list[Held]:
+async def held_by(instances: InstanceStore, key: ApiKey) -> list[Held]:
     """The instances within `key`'s scope, with the revision of their latest write."""
-    watcher = await config.watchall(ignore_deletes=True, meta_only=True)
-    held: list[Held] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if key.allows(entry.key):
-                held.append(Held(entry.key, entry.revision or 0))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return held
+    revisions = await instances.revisions()
+    return [Held(name, revision) for name, revision in revisions.items() if key.allows(name)]
 
 
 def exceeded(key: ApiKey, quota: int, held: int) -> Problem:
@@ -58,22 +45,24 @@ def exceeded(key: ApiKey, quota: int, held: int) -> Problem:
     )
 
 
-async def check_room(config: KeyValue, key: ApiKey, quota: int) -> None:
+async def check_room(instances: InstanceStore, key: ApiKey, quota: int) -> None:
     """Before writing: 409 `quota_exceeded` when the key's scope already holds `quota`."""
-    held = len(await held_by(config, key))
+    held = len(await held_by(instances, key))
     if held >= quota:
         raise exceeded(key, quota, held)
 
 
-async def confirm(config: KeyValue, key: ApiKey, quota: int, instance: str, revision: int) -> None:
+async def confirm(
+    instances: InstanceStore, key: ApiKey, quota: int, instance: str, revision: int
+) -> None:
     """After writing `instance` at `revision`: withdraw it and answer 409 when writes racing with
     it took the room first."""
-    before = [h for h in await held_by(config, key) if h.revision < revision]
+    before = [h for h in await held_by(instances, key) if h.revision < revision]
     if len(before) < quota:
         return
     try:
-        await config.delete(instance, last=revision)
-    except KeyWrongLastSequenceError:
+        await instances.delete(instance, revision)
+    except RevisionConflict:
         log.warning(
             "instance over quota changed before it could be withdrawn",
             instance=instance,

@@ -1,4 +1,4 @@
-"""Rejects a signed request seen before, across every relay replica.
+"""The replay guard on NATS: rejects a signed request seen before, across every relay replica.
 
 Each accepted signature is *created* as a key in a KV bucket whose entries expire after the
 timestamp tolerance window (both directions, plus a margin). Creation is atomic in JetStream, so
@@ -22,13 +22,15 @@ _CREATE_ONLY = {"Nats-Expected-Last-Subject-Sequence": "0"}
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
-class ReplayGuard:
+class NatsReplayGuard:
+    """`relay.stores.ports.ReplayGuard` on a KV bucket, written through its subjects."""
+
     def __init__(self, nc: NATS, bucket: str) -> None:
         self._nc = nc
         self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
-    async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> ReplayGuard:
+    async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> NatsReplayGuard:
         await open_bucket(
             js,
             topology.replay_bucket,

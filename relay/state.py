@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 from starlette.requests import Request
 
-from relay.delivery.service import Deliveries
 from relay.ratelimit import RateLimiter
-from relay.replay import ReplayGuard
+from relay.stores.ports import ReplayGuard, Stores
 from wabus.settings import ApiKey, Settings
+
+OpenStores = Callable[[Settings], AbstractAsyncContextManager[Stores]]
+"""Opens the stores for the app's lifetime: NATS in production (`relay.stores.nats_open`),
+in-memory fakes in the route tests; `create_app` takes either."""
 
 
 @dataclass
 class RelayState:
     settings: Settings
     keys: dict[str, ApiKey]
-    nc: NATS
-    js: JetStreamContext
-    replay: ReplayGuard
     limiter: RateLimiter
-    config: KeyValue
-    """Instance configurations (the relay writes them; the connector watches)."""
-    status: KeyValue
-    """Instance status (the connector writes it)."""
-    sends: KeyValue
-    """Send records (the connector writes them)."""
-    deliveries: Deliveries
-    """Webhook delivery: the endpoints' dispatchers, the delivery log, retries and recovery."""
+    stores: Stores
+
+    @property
+    def replay(self) -> ReplayGuard:
+        """The replay guard, which the signature check of every signed request consults."""
+        return self.stores.replay
 
 
 def relay_state(request: Request) -> RelayState:

@@ -1,8 +1,9 @@
 """Waiting, with a deadline, for a KV key to reach a state another service writes.
 
-Used for `?wait=` on sends (the connector's send record) and for the pairing code (the
-instance status). A watch delivers the key's current value first, so nothing written between
-the publish and the watch is missed; the deadline guarantees an answer, never a hang.
+`Records.wait` on NATS (`relay.stores.nats_adapters`): `?wait=` on sends watches the
+connector's send record, the pairing code the instance status. A watch delivers the key's
+current value first, so nothing written between the publish and the watch is missed; the
+deadline guarantees an answer, never a hang.
 """
 
 from __future__ import annotations

@@ -1,23 +1,66 @@
-"""Helpers for the relay tests: signed raw requests, reading what reached NATS, and writing
-what the connector would write (status, send records, media)."""
+"""Helpers for the relay tests: signed raw requests (over HTTP, or in-process to an app on
+fakes), reading what reached NATS, and writing what the connector would write (status, send
+records, media)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 from nats.aio.client import Client as NATS
 from nats.js.api import ObjectMeta
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from relay.app import create_app
 from relay.client import signed_headers
+from relay.problems import PROBLEM_JSON
 from schemas.envelope import utc_now
 from schemas.instances import InstanceStatus, SendRecord, send_record_key
 from tests.conftest import API_KEY_ID, API_SECRET
-from wabus.buckets import open_bucket
+from tests.fakes import Fakes
+from wabus.buckets import open_bucket, open_media_store
 from wabus.settings import Settings
+
+TENANT = "tenant"
+TENANT_SECRET = "tenant-secret-" + "t" * 20
+
+
+def route_settings(**changes: Any) -> Settings:
+    """Settings of a relay on fakes: the operator's key and a key scoped to `acme` and `beta-*`.
+    No NATS URL: nothing connects."""
+    keys = [f"{API_KEY_ID}:{API_SECRET}", f"{TENANT}@acme|beta-*:{TENANT_SECRET}"]
+    return Settings(api_keys=keys, log_format="console", **changes)
+
+
+def refused(response: httpx.Response, status: int, code: str) -> None:
+    """`response` is a problem answer with `status` and `code`."""
+    assert response.headers["content-type"].startswith(PROBLEM_JSON), response.text
+    assert (response.status_code, response.json()["code"]) == (status, code), response.text
+
+
+@contextlib.asynccontextmanager
+async def relay_on(
+    fakes: Fakes, settings: Settings | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, built by `create_app` on `fakes` and served in-process: its lifespan runs
+    around the block, and each request gets a copy of the lifespan's state, as a server gives."""
+    app = create_app(settings or route_settings(), fakes.open)
+    async with app.router.lifespan_context(app) as state:
+        transport = httpx.ASGITransport(app=_with_state(app, state or {}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            yield client
+
+
+def _with_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return serve
 
 
 async def signed(
@@ -35,6 +78,46 @@ async def signed(
 ) -> httpx.Response:
     """One signed request with full control over what is signed and sent; a random `nonce`
     keeps identical requests in one second apart (unless `nonce=False`)."""
+    target, body, sent = _signing(
+        method, target, payload, body, key_id, secret, headers, now, nonce=nonce
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.request(method, url + target, content=body, headers=sent)
+
+
+async def signed_in_process(
+    client: httpx.AsyncClient,
+    method: str,
+    target: str,
+    payload: Any = None,
+    *,
+    body: bytes | None = None,
+    key_id: str = API_KEY_ID,
+    secret: str = API_SECRET,
+    headers: dict[str, str] | None = None,
+    now: float | None = None,
+    nonce: bool = True,
+) -> httpx.Response:
+    """`signed`, to an app served in-process (`relay_on`)."""
+    target, body, sent = _signing(
+        method, target, payload, body, key_id, secret, headers, now, nonce=nonce
+    )
+    return await client.request(method, target, content=body, headers=sent)
+
+
+def _signing(
+    method: str,
+    target: str,
+    payload: Any,
+    body: bytes | None,
+    key_id: str,
+    secret: str,
+    headers: dict[str, str] | None,
+    now: float | None,
+    *,
+    nonce: bool,
+) -> tuple[str, bytes, dict[str, str]]:
+    """The target (with its nonce), body and headers of one signed request."""
     if nonce:
         target += ("&" if "?" in target else "?") + "nonce=" + secrets.token_hex(6)
     if body is None:
@@ -43,8 +126,7 @@ async def signed(
     if body:
         sent["Content-Type"] = "application/json"
     sent.update(headers or {})
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.request(method, url + target, content=body, headers=sent)
+    return target, body, sent
 
 
 async def commands_stored(nc: NATS, settings: Settings) -> int:
@@ -79,9 +161,5 @@ async def write_send_record(nc: NATS, settings: Settings, instance: str, **field
 
 async def store_media(nc: NATS, settings: Settings, media_id: str, data: bytes, mime: str) -> None:
     """Store inbound media as the connector would: name = media id, description = mimetype."""
-    js = nc.jetstream()
-    try:
-        store = await js.object_store(settings.topology.media_store)
-    except Exception:
-        store = await js.create_object_store(settings.topology.media_store)
+    store = await open_media_store(nc.jetstream(), settings.topology)
     await store.put(media_id, data, meta=ObjectMeta(name=media_id, description=mime))

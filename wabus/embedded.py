@@ -65,7 +65,11 @@ class EmbeddedNats:
         ]  # fmt: skip
         stderr_file = self.store_dir / "nats-server.stderr"
         with stderr_file.open("wb") as stderr:
-            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)  # noqa: S603
+            # A session of its own: a Ctrl-C at the terminal reaches only its owner, which stops
+            # it last, after everything that still publishes to it.
+            self._process = subprocess.Popen(  # noqa: S603
+                command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

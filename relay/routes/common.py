@@ -1,9 +1,7 @@
-"""Reading the instance buckets for the routes: configuration and status, or a clear 404."""
+"""Reading the instance stores for the routes: configuration and status, or a clear 404."""
 
 from __future__ import annotations
 
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from relay.problems import Problem
@@ -14,24 +12,13 @@ from wabus.logs import get_logger
 log = get_logger(__name__)
 
 
-async def get_entry(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-    """The value and revision of `key`, or None when it is absent or deleted."""
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:  # also raised for a deleted key
-        return None
-    if not entry.value:
-        return None
-    return entry.value, entry.revision or 0
-
-
 async def load_config(state: RelayState, instance: str) -> tuple[InstanceConfig, int]:
     """The instance's configuration and revision; 404 `unknown_instance` when there is none."""
-    found = await get_entry(state.config, instance)
+    found = await state.stores.instances.get(instance)
     if found is None:
         raise Problem(404, "unknown_instance", f"no instance {instance!r}")
     try:
-        return InstanceConfig.model_validate_json(found[0]), found[1]
+        return InstanceConfig.model_validate_json(found.value), found.revision
     except ValidationError as error:
         # written on NATS by something other than this API: say so, never a 500
         log.error("stored instance config does not validate", instance=instance, error=str(error))
@@ -46,11 +33,11 @@ async def load_config(state: RelayState, instance: str) -> tuple[InstanceConfig,
 async def load_status(state: RelayState, instance: str) -> InstanceStatus | None:
     """What the connector last reported, or None when it has not reported yet (or wrote
     something unreadable, which is logged)."""
-    found = await get_entry(state.status, instance)
+    found = await state.stores.status.get(instance)
     if found is None:
         return None
     try:
-        return InstanceStatus.model_validate_json(found[0])
+        return InstanceStatus.model_validate_json(found)
     except ValidationError as error:
         log.error("stored instance status does not validate", instance=instance, error=str(error))
         return None

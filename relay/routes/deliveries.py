@@ -84,7 +84,7 @@ def _visible(call: Call, endpoint: str) -> bool:
 def _target(call: Call, endpoint: str) -> Target:
     _check_endpoint(call, endpoint)
     try:
-        return call.state.deliveries.endpoint(endpoint).target
+        return call.state.stores.deliveries.endpoint(endpoint).target
     except UnknownEndpoint as error:
         raise Problem(404, "unknown_endpoint", str(error)) from error
 
@@ -95,7 +95,7 @@ async def list_deliveries(call: Call) -> Response:
     if given.endpoint:
         _check_endpoint(call, given.endpoint)
     _check_scope(call, instance)
-    delivery_log = call.state.deliveries.log
+    delivery_log = call.state.stores.deliveries.log
     if not delivery_log.enabled:
         raise _LOG_OFF
     rows = await delivery_log.query(
@@ -122,7 +122,7 @@ async def list_deliveries(call: Call) -> Response:
 async def retry_delivery(call: Call) -> Response:
     given: DeliveryRetry = call.parse(_RETRY)
     _target(call, given.endpoint)
-    deliveries = call.state.deliveries
+    deliveries = call.state.stores.deliveries
     if not deliveries.log.enabled:
         raise _LOG_OFF
     try:
@@ -142,12 +142,12 @@ async def recover_deliveries(call: Call) -> Response:
     until = given.until or datetime.now(UTC)
     if until <= given.since:
         raise Problem(422, "invalid_range", "`until` must be later than `since`")
-    count = await call.state.deliveries.recover(given.endpoint, given.since, until)
+    count = await call.state.stores.deliveries.recover(given.endpoint, given.since, until)
     return _json(RecoveryStarted(endpoint=given.endpoint, events=count), 202)
 
 
 async def _state_of(call: Call, target: Target) -> EndpointState:
-    disabled = await call.state.deliveries.states.disabled(target.key)
+    disabled = await call.state.stores.deliveries.states.disabled(target.key)
     return EndpointState(
         endpoint=target.key,
         instance=target.instance,
@@ -162,7 +162,7 @@ async def list_endpoints(call: Call) -> Response:
     key = call.key
     targets = [
         t
-        for t in call.state.deliveries.endpoints()
+        for t in call.state.stores.deliveries.endpoints()
         if key is None or not key.scopes or (t.instance is not None and key.allows(t.instance))
     ]
     states = [await _state_of(call, t) for t in sorted(targets, key=lambda t: t.key)]
@@ -172,7 +172,7 @@ async def list_endpoints(call: Call) -> Response:
 async def enable_endpoint(call: Call) -> Response:
     given: EndpointRef = call.parse(_ENDPOINT)
     target = _target(call, given.endpoint)
-    await call.state.deliveries.states.enable(target.key)
+    await call.state.stores.deliveries.states.enable(target.key)
     return _json(await _state_of(call, target))
 
 

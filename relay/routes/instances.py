@@ -1,10 +1,9 @@
-"""Instances: create, list, get, delete — the configuration bucket the connector watches."""
+"""Instances: create, list, get, delete — the configurations the connector watches."""
 
 from __future__ import annotations
 
 import secrets
 
-from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -19,7 +18,8 @@ from relay.models import (
     WebhookEndpointView,
 )
 from relay.problems import Problem, field_error, field_problem
-from relay.routes.common import get_entry, load_config, load_status
+from relay.routes.common import load_config, load_status
+from relay.stores.ports import RevisionConflict
 from relay.webhooks.signature import new_secret
 from schemas.envelope import utc_now
 from schemas.instances import InstanceConfig, WebhookEndpoint
@@ -78,8 +78,9 @@ async def create_instance(call: Call) -> Response:
         raise Problem(422, "duplicate_webhook_id", "webhook endpoint ids must be unique")
     scoped = call.key if call.key is not None and call.key.scopes else None
     quota = call.state.settings.key_max_instances
+    instances = call.state.stores.instances
     if scoped is not None:
-        await quotas.check_room(call.state.config, scoped, quota)
+        await quotas.check_room(instances, scoped, quota)
     now = utc_now()
     config = InstanceConfig(
         id=given.id,
@@ -89,31 +90,23 @@ async def create_instance(call: Call) -> Response:
         updated_at=now,
     )
     try:
-        revision = await call.state.config.create(config.id, config.model_dump_json().encode())
-    except KeyWrongLastSequenceError as error:
+        revision = await instances.create(config.id, config.model_dump_json().encode())
+    except RevisionConflict as error:
         raise Problem(409, "instance_exists", f"instance {given.id!r} already exists") from error
     if scoped is not None:
-        await quotas.confirm(call.state.config, scoped, quota, config.id, revision)
+        await quotas.confirm(instances, scoped, quota, config.id, revision)
     log.info("instance created", instance=config.id, key_id=call.key and call.key.key_id)
     return _json(view(config, with_secrets=True), 201)
 
 
 async def list_instances(call: Call) -> Response:
-    watcher = await call.state.config.watchall(ignore_deletes=True)
     configs: list[InstanceConfig] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value and (call.key is None or call.key.allows(entry.key)):
-                try:
-                    configs.append(InstanceConfig.model_validate_json(entry.value))
-                except ValidationError as error:  # written on NATS, not through this API
-                    log.error("stored instance config skipped", key=entry.key, error=str(error))
-            if entry.delta == 0:
-                break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    for entry in await call.state.stores.instances.entries():
+        if call.key is None or call.key.allows(entry.key):
+            try:
+                configs.append(InstanceConfig.model_validate_json(entry.value))
+            except ValidationError as error:  # written on NATS, not through this API
+                log.error("stored instance config skipped", key=entry.key, error=str(error))
     configs.sort(key=lambda config: config.id)
     return _json(InstanceList(instances=[view(config) for config in configs]))
 
@@ -127,8 +120,10 @@ async def get_instance(call: Call) -> Response:
 async def _replace(call: Call, config: InstanceConfig, revision: int) -> None:
     """Write `config` over `revision`; 409 when someone changed the instance meanwhile."""
     try:
-        await call.state.config.update(config.id, config.model_dump_json().encode(), last=revision)
-    except KeyWrongLastSequenceError as error:
+        await call.state.stores.instances.update(
+            config.id, config.model_dump_json().encode(), revision
+        )
+    except RevisionConflict as error:
         raise Problem(
             409, "instance_changed", "the instance changed meanwhile; read it and try again"
         ) from error
@@ -176,13 +171,13 @@ async def delete_webhook(call: Call) -> Response:
 
 async def delete_instance(call: Call) -> Response:
     # the raw entry, not the parsed config: one that no longer validates can still be deleted
-    found = await get_entry(call.state.config, call.instance)
+    instances = call.state.stores.instances
+    found = await instances.get(call.instance)
     if found is None:
         raise Problem(404, "unknown_instance", f"no instance {call.instance!r}")
-    revision = found[1]
     try:
-        await call.state.config.delete(call.instance, last=revision)
-    except KeyWrongLastSequenceError as error:
+        await instances.delete(call.instance, found.revision)
+    except RevisionConflict as error:
         raise Problem(
             409, "instance_changed", "the instance changed while deleting it; try again"
         ) from error

@@ -1,11 +1,9 @@
-"""Inbound media by id, from the object store the connector fills (name = media id,
-meta description = mimetype)."""
+"""Inbound media by id, from the media store the connector fills."""
 
 from __future__ import annotations
 
 import re
 
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from starlette.responses import Response
 
 from relay.endpoints import Call, Endpoint, Reply
@@ -18,17 +16,12 @@ _MIMETYPE = re.compile(rf"^{_MIME_PART}/{_MIME_PART}(;[ A-Za-z0-9=._-]{{1,64}})?
 
 async def get_media(call: Call) -> Response:
     media_id = call.param("media_id")
-    missing = Problem(404, "unknown_media", f"no media {media_id!r}")
-    if not MEDIA_ID.fullmatch(media_id):
-        raise missing
-    try:
-        store = await call.state.js.object_store(call.state.settings.topology.media_store)
-        result = await store.get(media_id)
-    except (BucketNotFoundError, ObjectNotFoundError, NotFoundError) as error:
-        raise missing from error
-    mimetype = result.info.description or ""
+    media = await call.state.stores.media.get(media_id) if MEDIA_ID.fullmatch(media_id) else None
+    if media is None:
+        raise Problem(404, "unknown_media", f"no media {media_id!r}")
+    mimetype = media.mimetype
     return Response(
-        result.data or b"",
+        media.data,
         media_type=mimetype if _MIMETYPE.fullmatch(mimetype) else "application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{media_id}"'},
     )

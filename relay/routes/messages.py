@@ -13,9 +13,7 @@ from relay.endpoints import Call, Endpoint, Reply
 from relay.models import SendAnswer, WaitQuery
 from relay.problems import Problem, invalid_body, parse_json
 from relay.publish import command_id_from, publish_command
-from relay.routes.common import get_entry
 from relay.state import RelayState
-from relay.waits import wait_for_value
 from schemas.commands import SEND_COMMAND, SendMessage, parse_send
 from schemas.ids import COMMAND_ID_RULE, is_command_id
 from schemas.instances import SendRecord, SendState, send_record_key
@@ -51,9 +49,7 @@ async def send(
     if wait <= 0:
         return 202, answer
     key = send_record_key(instance, command_id)
-    value = await wait_for_value(
-        state.sends, key, _final, min(wait, state.settings.max_wait_seconds)
-    )
+    value = await state.stores.sends.wait(key, _final, min(wait, state.settings.max_wait_seconds))
     if value is None:
         return 202, answer
     record = SendRecord.model_validate_json(value)
@@ -81,7 +77,7 @@ async def get_send(call: Call) -> Response:
     command_id = call.param("command_id")
     if not is_command_id(command_id):
         raise Problem(404, "unknown_send", f"a command id is {COMMAND_ID_RULE}")
-    found = await get_entry(call.state.sends, send_record_key(call.instance, command_id))
+    found = await call.state.stores.sends.get(send_record_key(call.instance, command_id))
     if found is None:
         raise Problem(
             404,
@@ -89,7 +85,7 @@ async def get_send(call: Call) -> Response:
             f"no record of send {command_id!r}: still queued (the connector has not picked it "
             "up), or unknown, or expired",
         )
-    return JSONResponse(SendRecord.model_validate_json(found[0]).model_dump(mode="json"))
+    return JSONResponse(SendRecord.model_validate_json(found).model_dump(mode="json"))
 
 
 TAG = "messages"

@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse, Response
 from relay.endpoints import Call, Endpoint, Reply
 from relay.models import CommandAccepted, PairAnswer, WaitQuery
 from relay.publish import command_id_from, publish_command
-from relay.waits import wait_for_value
 from schemas.commands import LOGOUT_COMMAND, PAIR_PHONE_COMMAND, Logout, PairPhone
 from schemas.instances import InstanceStatus
 
@@ -37,11 +36,8 @@ async def request_pair_code(call: Call) -> Response:
 
     value = None
     if wait > 0:
-        value = await wait_for_value(
-            call.state.status,
-            call.instance,
-            fresh_code,
-            min(wait, call.state.settings.max_wait_seconds),
+        value = await call.state.stores.status.wait(
+            call.instance, fresh_code, min(wait, call.state.settings.max_wait_seconds)
         )
     if value is not None and fresh_code(value):
         code = InstanceStatus.model_validate_json(value).pair_code

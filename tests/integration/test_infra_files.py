@@ -264,7 +264,7 @@ def test_docs_name_real_commands() -> None:
     """Every `wabus <command>` the deployment doc shows is a command of the CLI."""
     from typer.main import get_command
 
-    from wabus.cli import app
+    from wabus_cli.main import app
 
     cli = get_command(app)
     text = (ROOT / "docs" / "deploy.md").read_text()

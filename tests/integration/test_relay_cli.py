@@ -32,7 +32,7 @@ async def wabus(url: str, tmp_path: Path, *args: str) -> tuple[int, str, str]:
         "WABUS_DATA_DIR": str(tmp_path / "cli"),
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from wabus.cli import main; main()", *args,
+        sys.executable, "-c", "from wabus_cli.main import main; main()", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await process.communicate()

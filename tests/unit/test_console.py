@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.subjects import Topology
-from wabus.console import (
+from wabus_cli.console import (
     connection_progress,
     events_subject,
     explain,

@@ -1,0 +1,52 @@
+"""Opening the relay's stores on NATS for the app's lifetime: connect, make sure the streams and
+buckets exist, start webhook delivery; on the way out stop delivery and drain the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from relay.delivery.service import Deliveries, open_delivery_log
+from relay.replay import NatsReplayGuard
+from relay.stores.nats_adapters import (
+    NatsCommandBus,
+    NatsHealth,
+    NatsInstanceStore,
+    NatsMediaStore,
+    NatsRecords,
+)
+from relay.stores.ports import Stores
+from wabus.buckets import open_instance_buckets
+from wabus.natsbus import connect, ensure_streams
+from wabus.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
+    """The production `OpenStores`: every port on one NATS connection."""
+    nc = await connect(settings, "wabus-relay")
+    js = nc.jetstream()
+    topology = settings.topology
+    await ensure_streams(js, settings)
+    replay = await NatsReplayGuard.open(nc, js, topology)
+    buckets = await open_instance_buckets(js, topology, replicas=settings.stream_replicas)
+    deliveries = await Deliveries.open(js, settings, await open_delivery_log(settings))
+    stores = Stores(
+        instances=NatsInstanceStore(buckets.config),
+        status=NatsRecords(buckets.status),
+        sends=NatsRecords(buckets.sends),
+        commands=NatsCommandBus(nc),
+        replay=replay,
+        media=NatsMediaStore(js, topology.media_store),
+        deliveries=deliveries,
+        health=NatsHealth(nc, js, settings),
+    )
+    stop = asyncio.Event()
+    delivering = asyncio.create_task(deliveries.run(stop))
+    try:
+        yield stores
+    finally:
+        stop.set()
+        await delivering
+        await nc.drain()

@@ -1,0 +1,3 @@
+from wabus_cli.main import main
+
+main()
