@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.app import create_app
 from relay.client import signed_headers
+from relay.delivery.records import Attempt, Outcome
 from relay.problems import PROBLEM_JSON
 from schemas.envelope import utc_now
 from schemas.instances import InstanceStatus, SendRecord, send_record_key
@@ -163,3 +165,21 @@ async def store_media(nc: NATS, settings: Settings, media_id: str, data: bytes, 
     """Store inbound media as the connector would: name = media id, description = mimetype."""
     store = await open_media_store(nc.jetstream(), settings.topology)
     await store.put(media_id, data, meta=ObjectMeta(name=media_id, description=mime))
+
+
+def dead_attempt(number: int, instance: str, endpoint: str, now: datetime) -> Attempt:
+    """Attempt `number` of an event that ended dead at `endpoint`, `60 - number` s before `now`."""
+    return Attempt(
+        event_id=f"evt_{number}",
+        event_seq=number,
+        instance=instance,
+        event_type="message.received",
+        endpoint=endpoint,
+        attempt=1,
+        outcome=Outcome.DEAD,
+        status_code=500,
+        latency_ms=1.0,
+        error=None,
+        next_attempt_at=None,
+        at=now - timedelta(seconds=60 - number),
+    )

@@ -68,6 +68,7 @@ from connector.engines.neonize_mapping import (
 )
 from connector.engines.neonize_pairing import (
     EXIT_WAIT,
+    FORWARDED_EVENTS,
     PAIRING_COMMAND,
     LoginStatus,
     Paired,
@@ -112,21 +113,9 @@ STOP_WAIT = 5.0
 DRAIN_WAIT = 5.0
 """Seconds a closing session's worker gets to report what is already queued."""
 
-SUBSCRIBED_EVENTS = (
-    nz.Message,
-    nz.Receipt,
-    nz.ChatPresence,
-    nz.Connected,
-    nz.Disconnected,
-    nz.LoggedOut,
-    nz.StreamReplaced,
-    nz.TemporaryBan,
-    nz.ConnectFailure,
-    nz.ClientOutdated,
-    nz.StreamError,
-    nz.PairStatus,
-    nz.KeepAliveTimeout,
-)
+SUBSCRIBED_EVENTS = (nz.Message, nz.Receipt, nz.ChatPresence, nz.Connected, *FORWARDED_EVENTS)
+"""Every event a session handles: messages, receipts, presence, and the connection events a
+pairing child forwards too (plus `Connected`, which a child keeps to itself)."""
 
 _INBOUND_EVENTS = (nz.Message, nz.Receipt, nz.ChatPresence)
 """Facts that are published whenever they arrive, even after the session closed."""

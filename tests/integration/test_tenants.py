@@ -18,11 +18,11 @@ from pydantic import SecretStr
 
 from relay.app import create_app
 from relay.delivery.log import PostgresDeliveryLog
-from relay.delivery.records import Attempt, Outcome
+from relay.delivery.records import Attempt
 from relay.problems import PROBLEM_JSON
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.connector_support import connector_running, state_is
-from tests.relay_helpers import signed
+from tests.relay_helpers import dead_attempt, signed
 from tests.support import eventually, running
 from wabus.settings import Settings
 
@@ -121,20 +121,7 @@ async def test_the_operator_still_gets_a_session_when_a_tenant_is_at_its_quota(
 
 
 def row(number: int, instance: str, endpoint: str) -> Attempt:
-    return Attempt(
-        event_id=f"evt_{number}",
-        event_seq=number,
-        instance=instance,
-        event_type="message.received",
-        endpoint=endpoint,
-        attempt=1,
-        outcome=Outcome.DEAD,
-        status_code=500,
-        latency_ms=1.0,
-        error=None,
-        next_attempt_at=None,
-        at=NOW - timedelta(seconds=60 - number),
-    )
+    return dead_attempt(number, instance, endpoint, NOW)
 
 
 ROWS = [

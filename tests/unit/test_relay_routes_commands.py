@@ -4,7 +4,6 @@ connector's answer, and how bus trouble is answered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,17 +26,6 @@ from tests.relay_helpers import (
 
 SEND = "/v1/instances/acme/messages"
 TEXT = {"to": "+55 11 99999-9999", "text": "hello"}
-
-
-@pytest.fixture
-def fakes() -> Fakes:
-    return Fakes()
-
-
-@pytest.fixture
-async def relay(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
-    async with relay_on(fakes) as client:
-        yield client
 
 
 def record(command_id: str, **fields: Any) -> bytes:

@@ -3,7 +3,6 @@ the deliveries port: what each route asks of it and answers, and what a scoped k
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,12 +11,18 @@ import httpx
 import pytest
 
 from relay.delivery.policy import DeadLetter
-from relay.delivery.records import Attempt, Outcome
+from relay.delivery.records import Attempt
 from relay.delivery.states import Disabled
 from relay.delivery.targets import Target
 from relay.webhooks.signature import WebhookSecret, new_secret
 from tests.fakes import FakeDeliveries, Fakes
-from tests.relay_helpers import TENANT, TENANT_SECRET, refused, relay_on, signed_in_process
+from tests.relay_helpers import (
+    TENANT,
+    TENANT_SECRET,
+    dead_attempt,
+    refused,
+    signed_in_process,
+)
 
 AS_TENANT: dict[str, Any] = {"key_id": TENANT, "secret": TENANT_SECRET}
 NOW = datetime.now(UTC)
@@ -33,20 +38,7 @@ def target(key: str, instance: str | None) -> Target:
 
 
 def attempt(number: int, instance: str, endpoint: str) -> Attempt:
-    return Attempt(
-        event_id=f"evt_{number}",
-        event_seq=number,
-        instance=instance,
-        event_type="message.received",
-        endpoint=endpoint,
-        attempt=1,
-        outcome=Outcome.DEAD,
-        status_code=500,
-        latency_ms=1.0,
-        error=None,
-        next_attempt_at=None,
-        at=NOW - timedelta(seconds=60 - number),
-    )
+    return dead_attempt(number, instance, endpoint, NOW)
 
 
 @pytest.fixture
@@ -59,12 +51,6 @@ async def fakes() -> Fakes:
     ):
         await deliveries.log.record(attempt(number, instance, endpoint))
     return Fakes(deliveries=deliveries)
-
-
-@pytest.fixture
-async def relay(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
-    async with relay_on(fakes) as client:
-        yield client
 
 
 async def test_the_log_lists_rows_newest_first_and_pages_on(

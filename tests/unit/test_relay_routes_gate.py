@@ -4,7 +4,6 @@ app's bootstrap, in-process on fakes: the real `create_app`, no NATS."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,17 +23,6 @@ from tests.relay_helpers import (
 
 SEND = "/v1/instances/acme/messages"
 TEXT = {"to": "5511999999999", "text": "hi"}
-
-
-@pytest.fixture
-def fakes() -> Fakes:
-    return Fakes()
-
-
-@pytest.fixture
-async def relay(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
-    async with relay_on(fakes) as client:
-        yield client
 
 
 async def test_the_lifespan_opens_the_stores_once_and_closes_them(fakes: Fakes) -> None:

@@ -4,7 +4,6 @@ in-process on fakes: the real `create_app`, the stores in memory."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,17 +23,6 @@ from tests.relay_helpers import (
 )
 
 AS_TENANT: dict[str, Any] = {"key_id": TENANT, "secret": TENANT_SECRET}
-
-
-@pytest.fixture
-def fakes() -> Fakes:
-    return Fakes()
-
-
-@pytest.fixture
-async def relay(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
-    async with relay_on(fakes) as client:
-        yield client
 
 
 def stored(fakes: Fakes, instance: str) -> InstanceConfig:
