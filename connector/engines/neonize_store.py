@@ -24,13 +24,10 @@ from typing import Protocol
 import asyncpg
 from yarl import URL
 
-_CREATE_DEVICE_TABLE = """
-CREATE TABLE IF NOT EXISTS wabus_neonize_device (
-    instance TEXT PRIMARY KEY,
-    jid TEXT NOT NULL,
-    paired_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
+from wabus.migrations import migrate, migrations
+
+MIGRATIONS_COMPONENT = "connector"
+"""The device table is the connector's migration 001 (`connector/migrations/`)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ class PostgresStore:
         connection = await asyncpg.connect(self._database_url)
         try:
             if self._name is None:
-                await connection.execute(_CREATE_DEVICE_TABLE)
+                await migrate(connection, MIGRATIONS_COMPONENT, migrations("connector"))
                 has_ssl = await connection.fetchval("SHOW ssl") == "on"
                 self._name = store_url(self._database_url, has_ssl)
             jid = await self._device(connection, instance)
@@ -147,7 +144,7 @@ class PostgresStore:
     async def remember(self, instance: str, jid: str) -> None:
         connection = await asyncpg.connect(self._database_url)
         try:
-            await connection.execute(_CREATE_DEVICE_TABLE)
+            await migrate(connection, MIGRATIONS_COMPONENT, migrations("connector"))
             await connection.execute(
                 "INSERT INTO wabus_neonize_device (instance, jid) VALUES ($1, $2) "
                 "ON CONFLICT (instance) DO UPDATE SET jid = EXCLUDED.jid, paired_at = now() "
@@ -161,7 +158,7 @@ class PostgresStore:
     async def forget(self, instance: str) -> None:
         connection = await asyncpg.connect(self._database_url)
         try:
-            await connection.execute(_CREATE_DEVICE_TABLE)
+            await migrate(connection, MIGRATIONS_COMPONENT, migrations("connector"))
             await connection.execute(
                 "DELETE FROM wabus_neonize_device WHERE instance = $1", instance
             )

@@ -89,7 +89,7 @@ async def test_migrations_apply_once_and_reopening_changes_nothing(database_url:
         indexes = await connection.fetch(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'webhook_deliveries'"
         )
-    assert [(version, name) for version, name, _ in first] == [(1, "deliveries"), (2, "retention")]
+    assert [row[:3] for row in first] == [("relay", 1, "deliveries"), ("relay", 2, "retention")]
     assert again == first  # same rows, same applied_at: nothing ran twice
     assert [m.version for m in migrations()] == [1, 2]
     assert former is None  # a generic name, maybe someone else's in a shared database: not ours
@@ -118,7 +118,9 @@ async def test_a_database_migrated_by_an_earlier_wabus_is_adopted_once(database_
             "INSERT INTO schema_migrations (version, name) VALUES (1, 'deliveries'), (7, 'theirs')"
         )
         applied = await migrate(connection)
-        ours = await connection.fetch("SELECT version, name FROM wabus_migrations ORDER BY 1")
+        ours = await connection.fetch(
+            "SELECT version, name FROM wabus_migrations WHERE component = 'relay' ORDER BY 1"
+        )
         theirs = await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")
     assert applied == [2]  # 001 was adopted, not run again (it would fail: the table exists)
     assert [tuple(row) for row in ours] == [(1, "deliveries"), (2, "retention")]

@@ -226,9 +226,34 @@ async def test_postgres_store_drops_a_device_whatsmeow_no_longer_has(database_ur
     connection = await asyncpg.connect(database_url)
     try:
         left = await connection.fetchval("SELECT count(*) FROM wabus_neonize_device")
+        recorded = await connection.fetch("SELECT component, version, name FROM wabus_migrations")
     finally:
         await connection.close()
     assert left == 0
+    assert [tuple(row) for row in recorded] == [("connector", 1, "neonize-device")]
+
+
+async def test_a_device_table_made_by_an_earlier_wabus_is_kept(database_url: str) -> None:
+    """Earlier versions created the device table outside the migrations: migration 001 finds it
+    there, keeps its rows and records itself."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "CREATE TABLE wabus_neonize_device (instance TEXT PRIMARY KEY, jid TEXT NOT NULL,"
+            " paired_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        await connection.execute(
+            "INSERT INTO wabus_neonize_device (instance, jid) VALUES ('old', $1)", FAKE_DEVICE
+        )
+        location = await PostgresStore(database_url).location("new")
+        kept = await connection.fetchval("SELECT jid FROM wabus_neonize_device")
+        recorded = await connection.fetchval(
+            "SELECT name FROM wabus_migrations WHERE component = 'connector' AND version = 1"
+        )
+    finally:
+        await connection.close()
+    assert location.new_device
+    assert (kept, recorded) == (FAKE_DEVICE, "neonize-device")
 
 
 def closed_port() -> int:
