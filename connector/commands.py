@@ -37,6 +37,7 @@ from connector.instances import InstanceManager
 from connector.lanes import Job, Lanes
 from connector.metrics import COMMANDS, ERRORS
 from connector.pacing import Pacing
+from connector.preparation import Preparer
 from connector.runner import CommandRunner
 from connector.send import SendExecutor
 from connector.sends import SendLedger
@@ -67,6 +68,7 @@ class CommandConsumer:
         emit: EmitEvent,
         ledger: SendLedger,
         pacing: Pacing,
+        preparer: Preparer,
         ack_wait: float = 30.0,
         reconnects: Callable[[], int] = lambda: 0,
         rng: random.Random | None = None,
@@ -81,7 +83,7 @@ class CommandConsumer:
         self._topology = topology
         jitter = rng or random.Random()  # noqa: S311 - jitter, not security
         unsent: UnsentClaims = set()
-        send = SendExecutor(ledger, emit, pacing, unsent, jitter)
+        send = SendExecutor(ledger, emit, pacing, unsent, jitter, preparer)
         self._runner = CommandRunner(
             instances, Answers(emit, ledger, unsent), handler_table(send), lambda: self._bound
         )

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from connector.reasons import DisconnectReason
+from connector.seen import SeenMessage
 from schemas.commands import MarkRead, Presence, SendMessage
 from schemas.envelope import EventData
+
+if TYPE_CHECKING:  # a dataclass field's type: the fetching module stays out of the port
+    from connector.link_preview import LinkPreview
 
 
 class EmitEvent(Protocol):
@@ -41,10 +45,51 @@ class Account:
 
 @dataclass(frozen=True)
 class SentMessage:
-    """WhatsApp's answer to a send: its message id (which we cannot choose) and when."""
+    """WhatsApp's answer to a send: its message id (which we cannot choose) and when, with the
+    engine's copy of what was sent (`raw`) and a poll's secret, for the connector to remember."""
 
     message_id: str
     chat: str
+    timestamp: datetime
+    raw: bytes | None = None
+    poll_secret: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PreparedMedia:
+    """Media ready to upload: converted where WhatsApp needs it (voice notes, stickers)."""
+
+    data: bytes
+    mimetype: str
+    seconds: int | None = None
+    waveform: bytes | None = None
+    animated: bool = False
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What the connector found out before a send, so that engines only build and send:
+    the media to upload, the link preview, the quoted message and the message a reaction,
+    edit, deletion or forward is about (as the connector saw it, or as the caller said)."""
+
+    media: PreparedMedia | None = None
+    preview: LinkPreview | None = None
+    quoted: SeenMessage | None = None
+    target: SeenMessage | None = None
+
+
+@dataclass(frozen=True)
+class EncryptedVote:
+    """A poll vote as it arrives: encrypted with the poll's secret (the connector decrypts it
+    with what it remembers of the poll). `poll_sender` is the poll's author."""
+
+    message_id: str
+    chat: str
+    voter: str
+    poll_id: str
+    poll_sender: str
+    enc_payload: bytes
+    enc_iv: bytes
     timestamp: datetime
 
 
@@ -86,10 +131,19 @@ class SessionListener(Protocol):
         earliest next connect WhatsApp allows (a temporary ban's end), when it said."""
 
     async def on_event(
-        self, data: EventData, source_id: str | None = None, media: bytes | None = None
+        self,
+        data: EventData,
+        source_id: str | None = None,
+        media: bytes | None = None,
+        raw: bytes | None = None,
+        poll_secret: bytes | None = None,
     ) -> None:
         """A WhatsApp event (message, receipt, presence…). `source_id` is WhatsApp's id for it
-        (the envelope id derives from it); `media` carries downloaded inbound media bytes."""
+        (the envelope id derives from it); `media` carries downloaded inbound media bytes; `raw`
+        the engine's copy of a message and `poll_secret` a poll's secret, to be remembered."""
+
+    async def on_poll_vote(self, vote: EncryptedVote) -> None:
+        """A vote in a poll, still encrypted."""
 
 
 class EngineSession(Protocol):
@@ -101,7 +155,7 @@ class EngineSession(Protocol):
     async def disconnect(self) -> None:
         """Close the connection, keeping the stored credentials."""
 
-    async def send(self, message: SendMessage) -> SentMessage:
+    async def send(self, message: SendMessage, context: SendContext) -> SentMessage:
         """Send one message; raises `SendError`."""
 
     async def pair_phone(self, phone: str) -> str:

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 
 from connector.engine import EmitEvent, Engine
+from connector.inbound import Inbound
 from connector.lifecycle import Policy
 from connector.metrics import ERRORS
 from connector.status import StatusBoard
-from connector.supervisor import MediaEmit, SessionSupervisor
+from connector.supervisor import SessionSupervisor
 from schemas.envelope import utc_now
 from schemas.instances import InstanceConfig, InstanceStatus, SessionState
 from schemas.subjects import Topology
@@ -35,7 +36,7 @@ class InstanceManager:
         self,
         engine: Engine,
         emit: EmitEvent,
-        emit_media: MediaEmit,
+        inbound: Inbound,
         board: StatusBoard,
         policy: Policy,
         connector_id: str,
@@ -47,7 +48,7 @@ class InstanceManager:
         """Instances configured to run, with their config revision (held here or elsewhere)."""
         self._engine = engine
         self._emit = emit
-        self._emit_media = emit_media
+        self._inbound = inbound
         self._board = board
         self._policy = policy
         self._connector_id = connector_id
@@ -127,7 +128,7 @@ class InstanceManager:
             instance,
             self._engine,
             self._emit,
-            self._emit_media,
+            self._inbound,
             self._board,
             self._policy,
             self._connector_id,

@@ -20,6 +20,7 @@ from connector.engine import EmitEvent, EngineSession, SendError
 from connector.lanes import Lane
 from connector.metrics import COMMANDS, ERRORS, SEND_SECONDS
 from connector.pacing import Pacing, send_delay
+from connector.preparation import Preparer
 from connector.redelivery import OPEN_WAIT, Delivery, Done, GiveUp, HandBack, Settlement
 from connector.send_decision import (
     AlreadyDone,
@@ -62,7 +63,9 @@ class SendExecutor:
         pacing: Pacing,
         unsent: UnsentClaims,
         rng: random.Random,
+        preparer: Preparer,
     ) -> None:
+        self._preparer = preparer
         self._ledger = ledger
         self._emit = emit
         self._pacing = pacing
@@ -140,7 +143,8 @@ class SendExecutor:
     ) -> EngineAnswer:
         started = time.perf_counter()
         try:
-            sent = await session.send(request)
+            context = await self._preparer.prepare(key[0], request)
+            sent = await session.send(request, context)
         except SendError as error:
             return error
         except Exception as error:
@@ -149,6 +153,10 @@ class SendExecutor:
         finally:
             lane.last_sent_at = time.monotonic()
         SEND_SECONDS.observe(time.perf_counter() - started)
+        try:
+            await self._preparer.remember_sent(key[0], request, sent, context)
+        except Exception as error:  # sent all the same: only later quotes or votes lack it
+            log.warning("sent message not remembered", command_id=key[1], error=repr(error))
         return sent
 
     async def _finish(self, instance: str, decision: SendDecision) -> Settlement:

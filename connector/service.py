@@ -16,9 +16,12 @@ from connector.buckets import ensure_buckets, ensure_instance
 from connector.commands import CommandConsumer
 from connector.engine import Engine
 from connector.engines.sim import SimEngine
+from connector.inbound import Inbound
 from connector.instances import InstanceManager
 from connector.lifecycle import Policy
+from connector.memory import MessageMemory
 from connector.pacing import Pacing
+from connector.preparation import Preparer
 from connector.publisher import EventPublisher
 from connector.sends import SendLedger
 from connector.sim_control import subscribe_sim_controls
@@ -112,8 +115,22 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     )
     me = connector_id(settings)
     leases = Leases(js, topology.leases_bucket, me, settings.lease_ttl) if settings.leases else None
+    memory = MessageMemory(
+        js,
+        topology,
+        settings.message_memory_days * 86_400,
+        replicas=settings.stream_replicas,
+        connected=connected,
+    )
     instances = InstanceManager(
-        engine, publisher.emit, publisher.emit, board, policy, me, settings.max_sessions, leases
+        engine,
+        publisher.emit,
+        Inbound(publisher.emit, memory),
+        board,
+        policy,
+        me,
+        settings.max_sessions,
+        leases,
     )
     pacing = Pacing(settings.pacing_interval, settings.send_jitter, settings.send_typing)
     consumer = CommandConsumer(
@@ -123,6 +140,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         publisher.emit,
         SendLedger(js, topology),
         pacing,
+        Preparer(memory, settings.webhook_allow_cidrs),
         settings.command_ack_wait,
         reconnects,
         max_deliver=settings.command_max_deliver,

@@ -15,12 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 
-from connector.engine import Account, ConnectError, EmitEvent, Engine, EngineSession
+from connector.engine import (
+    Account,
+    ConnectError,
+    EmitEvent,
+    EncryptedVote,
+    Engine,
+    EngineSession,
+)
+from connector.inbound import Inbound
 from connector.lifecycle import (
     Closed,
     Connecting,
@@ -53,8 +61,6 @@ log = get_logger(__name__)
 STOP_TIMEOUT = 15.0
 """Seconds a session gets to stop (an engine call may hang) before its task is cancelled."""
 
-MediaEmit = Callable[[str, EventData, str | None, bytes | None], Awaitable[None]]
-
 
 class NotConnected(Exception):
     """The session is not open and will not be soon (logged out, failed, stopped)."""
@@ -86,14 +92,31 @@ class _Listener:
         await self._supervisor.report(self._generation, Closed(reason, detail, not_before))
 
     async def on_event(
-        self, data: EventData, source_id: str | None = None, media: bytes | None = None
+        self,
+        data: EventData,
+        source_id: str | None = None,
+        media: bytes | None = None,
+        raw: bytes | None = None,
+        poll_secret: bytes | None = None,
     ) -> None:
-        with structlog.contextvars.bound_contextvars(instance=self._supervisor.instance):
+        supervisor = self._supervisor
+        with structlog.contextvars.bound_contextvars(instance=supervisor.instance):
             try:
-                await self._supervisor.emit_event(data, source_id, media)
+                await supervisor.inbound.event(
+                    supervisor.instance, data, source_id, media, raw, poll_secret
+                )
             except Exception:
                 ERRORS.labels("event_dropped").inc()
                 log.exception("inbound event could not be handled", source_id=source_id)
+
+    async def on_poll_vote(self, vote: EncryptedVote) -> None:
+        supervisor = self._supervisor
+        with structlog.contextvars.bound_contextvars(instance=supervisor.instance):
+            try:
+                await supervisor.inbound.vote(supervisor.instance, vote)
+            except Exception:
+                ERRORS.labels("event_dropped").inc()
+                log.exception("poll vote could not be handled", source_id=vote.message_id)
 
 
 class SessionSupervisor:
@@ -104,7 +127,7 @@ class SessionSupervisor:
         instance: str,
         engine: Engine,
         emit: EmitEvent,
-        emit_media: MediaEmit,
+        inbound: Inbound,
         board: StatusBoard,
         policy: Policy,
         connector_id: str,
@@ -113,7 +136,7 @@ class SessionSupervisor:
         self.instance = instance
         self._engine = engine
         self._emit = emit
-        self._emit_media = emit_media
+        self.inbound = inbound
         self._board = board
         self._policy = policy
         self._connector_id = connector_id
@@ -200,9 +223,6 @@ class SessionSupervisor:
         return await self.session.pair_phone(phone)
 
     # -- reports --------------------------------------------------------------------------
-
-    async def emit_event(self, data: EventData, source_id: str | None, media: bytes | None) -> None:
-        await self._emit_media(self.instance, data, source_id, media)
 
     async def report(
         self,

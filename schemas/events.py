@@ -100,6 +100,7 @@ class Media(ContractModel):
     filename: str | None = None
     seconds: int | None = Field(default=None, ge=0, description="Duration of audio and video.")
     voice: bool = Field(default=False, description="Audio recorded as a voice note (push-to-talk).")
+    animated: bool = Field(default=False, description="An animated sticker.")
 
 
 class Location(ContractModel):
@@ -147,11 +148,36 @@ class MessageReceived(EventData):
         default=None, description="For `edit` and `revoke`: the message edited or deleted."
     )
     mentions: list[str] = Field(default_factory=list)
+    view_once: bool = Field(default=False, description="Media to be shown (or played) once.")
+    forwarded: bool = False
     media: Media | None = None
     location: Location | None = None
-    contact: Contact | None = None
+    contact: Contact | None = Field(
+        default=None,
+        description="A contact card; for several cards in one message, the first one's name "
+        "and all vCards in one (`contacts` lists them one by one).",
+    )
+    contacts: list[Contact] = Field(default_factory=list, description="Every contact card.")
     reaction: Reaction | None = None
     poll: Poll | None = None
+
+
+class PollVote(EventData):
+    """Emitted when someone voted in a poll (or changed or took back their vote).
+
+    Votes are end-to-end encrypted with a secret of the poll; the connector keeps the secret and
+    the options of every poll it saw (sent or received) for `WABUS_MESSAGE_MEMORY_DAYS`, across
+    restarts. `selected` holds the chosen option names in the poll's order (empty: the vote was
+    taken back); it is null, and `decrypted` false, for a poll the connector does not know."""
+
+    event_type = "poll.vote"
+    message_id: str = Field(description="WhatsApp's id of the vote itself.")
+    poll_id: str = Field(description="The poll's message id.")
+    chat: str
+    from_: str = Field(alias="from", description="JID of the voter.")
+    decrypted: bool
+    selected: list[str] | None = None
+    timestamp: Timestamp
 
 
 class MessageSent(EventData):
@@ -227,6 +253,7 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         ConnectionLoggedOut,
         ConnectionFailed,
         MessageReceived,
+        PollVote,
         MessageSent,
         MessageFailed,
         MessageReceipt,

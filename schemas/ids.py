@@ -33,6 +33,9 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_=-]*(?:\.[A-Za-z0-9_=-]+)*$"
 `Nats-Msg-Id` of its command; never a subject token, so dots between tokens are allowed."""
 IDEMPOTENCY_KEY_PATTERN = COMMAND_ID_PATTERN
 """An `Idempotency-Key` becomes the command id as it is."""
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+"""A WhatsApp message id (`3EB0…`, `BAE5…`): letters, digits, `_` and `-`; the suffix of the
+key under which the connector remembers a message (`<instance>.<message id>`)."""
 API_KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$"
 """At most 64 characters; safe as a KV key, like a command id."""
 
@@ -48,6 +51,7 @@ API_KEY_ID_RULE = (
 InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_PATTERN)]
 EndpointId = Annotated[str, StringConstraints(pattern=ENDPOINT_ID_PATTERN)]
 CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_PATTERN, max_length=COMMAND_ID_MAX)]
+MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
 ApiKeyId = Annotated[str, StringConstraints(pattern=API_KEY_ID_PATTERN, max_length=API_KEY_ID_MAX)]
 
 _instance_re = re.compile(INSTANCE_ID_PATTERN)

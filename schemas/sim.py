@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from schemas.envelope import ContractModel
-from schemas.events import Media, MessageKind
+from schemas.events import Contact, Location, Media, MessageKind, Poll, Reaction
 
 INBOUND = "inbound"
 FAIL_NEXT_SENDS = "fail_next_sends"
@@ -25,6 +25,14 @@ FAIL_CONNECT = "fail_connect"
 """Make the next `count` connect attempts fail (`{"count": N}`), as an unreachable network."""
 
 
+class SimVote(ContractModel):
+    """A vote by `from` in poll `poll_id` (one the instance sent, or one played inbound) for
+    the options named; an empty list takes the vote back."""
+
+    poll_id: str = Field(max_length=128)
+    options: list[str] = Field(default_factory=list, max_length=12)
+
+
 class SimInbound(ContractModel):
     """An inbound message to play, as the neonize engine would map it.
 
@@ -39,6 +47,21 @@ class SimInbound(ContractModel):
     type: MessageKind = MessageKind.TEXT
     push_name: str | None = None
     media: Media | None = None
+    location: Location | None = None
+    contacts: list[Contact] = Field(default_factory=list, max_length=20)
+    reaction: Reaction | None = None
+    poll: Poll | None = Field(
+        default=None, description="A poll (type `poll`); the sim gives it a secret for votes."
+    )
+    vote: SimVote | None = Field(
+        default=None,
+        description="Instead of a message: a vote in a poll, encrypted as WhatsApp does.",
+    )
+    target_message_id: str | None = None
+    quoted_message_id: str | None = None
+    mentions: list[str] = Field(default_factory=list, max_length=256)
+    view_once: bool = False
+    forwarded: bool = False
     media_base64: str | None = Field(
         default=None,
         max_length=22_000_000,

@@ -101,6 +101,13 @@ class Topology:
         return f"{self.prefix}_sends"
 
     @property
+    def messages_bucket(self) -> str:
+        """What the connector saw of each message (sender, time, content, a poll's secret), key
+        = `<instance>.<message id>`, entries with a TTL: quotes, reactions in groups, edits,
+        forwards and poll votes need it."""
+        return f"{self.prefix}_messages"
+
+    @property
     def endpoints_bucket(self) -> str:
         """Runtime state of webhook endpoints (disabled after a 410, …), key = endpoint id."""
         return f"{self.prefix}_endpoints"

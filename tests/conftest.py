@@ -78,6 +78,7 @@ async def delete_streams(js: JetStreamContext, topology: Topology) -> None:
         topology.endpoints_bucket,
         topology.webhook_leases_bucket,
         topology.webhook_attempts_bucket,
+        topology.messages_bucket,
     )
     for stream in (
         topology.events_stream,

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     command_max_deliver: int = Field(
         default=20, ge=2, le=1000, validation_alias="WABUS_COMMAND_MAX_DELIVER"
     )
+    message_memory_days: float = Field(
+        default=14.0, gt=0, le=365, validation_alias="WABUS_MESSAGE_MEMORY_DAYS"
+    )
+    """How long the connector remembers each message it saw (quotes, group reactions, edits,
+    forwards, poll votes need it): the TTL of the messages bucket."""
     leases: bool = Field(default=False, validation_alias="WABUS_LEASES")
     lease_ttl: float = Field(default=30.0, ge=1, validation_alias="WABUS_LEASE_TTL")
 

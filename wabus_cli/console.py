@@ -54,6 +54,12 @@ def _fields(event_type: str, data: dict[str, Any]) -> str:
             sender = data.get("push_name") or data.get("from")
             mine = "  (from me)" if data.get("from_me") else ""
             return f"{sender} → {data.get('chat')}: {body}{mine}"
+        case "poll.vote":
+            chosen = data.get("selected")
+            shown = ", ".join(chosen) if chosen else "(vote taken back)"
+            if not data.get("decrypted"):
+                shown = "(not decrypted: the poll is unknown)"
+            return f"{data.get('from')} in poll {data.get('poll_id')}: {shown}"
         case "message.sent":
             return pick("to", "message_id", "command_id")
         case "message.failed":

@@ -21,6 +21,7 @@ from wabus.settings import LogFormat
 from wabus_cli.console import events_subject, explain, follow, format_event
 from wabus_cli.failures import ExitCode, fail
 from wabus_cli.interrupts import run_until_interrupted
+from wabus_cli.messages import SendOptions, UsageError, build_message
 from wabus_cli.natsclient import NatsUnreachable, close_quietly, connect_cli
 from wabus_cli.relaycalls import call_relay, check_send
 from wabus_cli.targets import load_settings, nats_target
@@ -111,14 +112,63 @@ def _print(result: Any) -> None:
 def send(
     instance: str,
     to: Annotated[str, typer.Argument(help="Phone number (digits) or JID.")],
-    text: str,
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            help="The text; a caption, a poll's question, an edit's new text, an emoji."
+        ),
+    ] = None,
+    poll: Annotated[list[str] | None, typer.Option(help="A poll option (repeat: 2 to 12).")] = None,
+    choices: Annotated[int, typer.Option(help="How many poll options a voter may pick.")] = 1,
+    image: Annotated[Path | None, typer.Option(help="Send this image.")] = None,
+    video: Annotated[Path | None, typer.Option(help="Send this video.")] = None,
+    document: Annotated[Path | None, typer.Option(help="Send this file as a document.")] = None,
+    audio: Annotated[Path | None, typer.Option(help="Send this audio as it is.")] = None,
+    voice: Annotated[
+        Path | None, typer.Option(help="Send this audio (MP3, WAV, …) as a voice note.")
+    ] = None,
+    sticker: Annotated[
+        Path | None, typer.Option(help="Send this PNG/JPEG/WebP as a sticker.")
+    ] = None,
+    contact: Annotated[
+        list[str] | None, typer.Option(help="A contact card NAME:PHONE[,PHONE] (repeatable).")
+    ] = None,
+    react: Annotated[str | None, typer.Option(help="React with TEXT to this message id.")] = None,
+    edit: Annotated[str | None, typer.Option(help="Replace this message's text by TEXT.")] = None,
+    delete: Annotated[str | None, typer.Option(help="Delete this message for everyone.")] = None,
+    forward: Annotated[str | None, typer.Option(help="Forward this message (one seen).")] = None,
+    reply_to: Annotated[str | None, typer.Option(help="Quote this message id.")] = None,
+    link_preview: Annotated[bool, typer.Option(help="Show a preview of the first link.")] = False,
+    view_once: Annotated[bool, typer.Option(help="Image, video or voice shown once.")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="Makes retries safe.")] = None,
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for WhatsApp's answer; a failure exits 1.")
     ] = 0,
 ) -> None:
-    """Send a text message through the relay."""
-    message = {"to": to, "text": text}
+    """Send a message through the relay: text by default, or the kind an option names."""
+    options = SendOptions(
+        text=text,
+        poll=poll or [],
+        choices=choices,
+        image=image,
+        video=video,
+        document=document,
+        audio=audio,
+        voice=voice,
+        sticker=sticker,
+        contact=contact or [],
+        react=react,
+        edit=edit,
+        delete=delete,
+        forward=forward,
+        reply_to=reply_to,
+        link_preview=link_preview,
+        view_once=view_once,
+    )
+    try:
+        message = build_message(to, options)
+    except UsageError as error:
+        fail(str(error), ExitCode.USAGE)
     answer = call_relay(
         lambda c: c.send(instance, message, idempotency_key=idempotency_key, wait=wait)
     )

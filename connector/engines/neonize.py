@@ -43,7 +43,14 @@ from typing import Any
 
 import structlog
 
-from connector.engine import Account, ConnectError, SendError, SentMessage, SessionListener
+from connector.engine import (
+    Account,
+    ConnectError,
+    SendContext,
+    SendError,
+    SentMessage,
+    SessionListener,
+)
 from connector.engines import neonize_outbound as outbound
 from connector.engines.neonize_lib import (
     NeonizeClient,
@@ -63,8 +70,10 @@ from connector.engines.neonize_mapping import (
     jid_str,
     login_status_reason,
     parse_device_jid,
+    poll_vote,
     qr_expires_at,
     surely_not_sent,
+    to_remember,
 )
 from connector.engines.neonize_pairing import (
     EXIT_WAIT,
@@ -87,10 +96,17 @@ from connector.reasons import Closure, DisconnectReason
 from schemas.commands import (
     MarkRead,
     Presence,
+    SendContact,
+    SendDelete,
+    SendEdit,
+    SendForward,
     SendLocation,
+    SendMedia,
     SendMessage,
+    SendPoll,
     SendReaction,
     SendText,
+    jid_string,
 )
 from schemas.envelope import utc_now
 from wabus.logs import get_logger
@@ -339,21 +355,40 @@ class NeonizeSession:
         await self._stop_worker()
         self._check_released()
 
-    async def send(self, message: SendMessage) -> SentMessage:
-        client = self._logged_in_client()
+    def _build(self, message: SendMessage, context: SendContext, now_ms: int) -> Any:
+        """The waE2E message of every kind but media (built after its upload)."""
+        own = self._account().jid
         if isinstance(message, SendText):
-            built = outbound.build_text(message)
-        elif isinstance(message, SendLocation):
-            built = outbound.build_location(message)
-        elif isinstance(message, SendReaction):
-            built = outbound.build_reaction(message, now_ms=int(time.time() * 1000))
-        else:
-            data, mimetype = await outbound.load_media(message, self._media_allow)
+            return outbound.build_text(message, context, own)
+        if isinstance(message, SendLocation):
+            return outbound.build_location(message, context, own)
+        if isinstance(message, SendReaction):
+            return outbound.build_reaction(message, context, own, now_ms)
+        if isinstance(message, SendPoll):
+            return outbound.build_poll(message, context, own)
+        if isinstance(message, SendEdit):
+            return outbound.build_edit(message, now_ms)
+        if isinstance(message, SendDelete):
+            return outbound.build_delete(message, context, own)
+        if isinstance(message, SendContact):
+            return outbound.build_contacts(message, context, own)
+        assert isinstance(message, SendForward)
+        assert context.target is not None
+        return outbound.build_forward(context.target)
+
+    async def send(self, message: SendMessage, context: SendContext) -> SentMessage:
+        client = self._logged_in_client()
+        if isinstance(message, SendMedia):
+            assert context.media is not None  # prepared by the connector
             try:
-                upload = await client.upload(data, outbound.media_type(message))
+                upload = await client.upload(context.media.data, outbound.media_type(message))
             except NeonizeError as error:
                 raise SendError("upload_failed", str(error), retryable=True) from error
-            built = outbound.build_media(message, upload, mimetype)
+            built = outbound.build_media(
+                message, upload, context.media, context, self._account().jid
+            )
+        else:
+            built = self._build(message, context, int(time.time() * 1000))
         try:
             response = await client.send_message(outbound.to_jid(message.to), built)
         except NeonizeError as error:
@@ -363,8 +398,10 @@ class NeonizeSession:
             raise SendError("send_failed", text, retryable=surely_not_sent(text)) from error
         return SentMessage(
             message_id=str(response.ID),
-            chat=outbound.jid_string(message.to),
+            chat=jid_string(message.to),
             timestamp=from_unix(int(response.Timestamp)) if response.Timestamp else self._clock(),
+            raw=outbound.content_to_remember(built),
+            poll_secret=outbound.poll_secret_of(built),
         )
 
     async def pair_phone(self, phone: str) -> str:
@@ -609,10 +646,15 @@ class NeonizeSession:
         await self._report_close(closure)
 
     async def _inbound(self, event: Any) -> None:
+        vote = poll_vote(event) if isinstance(event, nz.Message) else None
+        if vote is not None:
+            await self._guarded(self._listener.on_poll_vote(vote), "on_poll_vote")
+            return
         mapped = inbound(event)
         if mapped is None:
             return
         data, source_id = mapped
+        raw, secret = to_remember(event) if isinstance(event, nz.Message) else (None, None)
         media: bytes | None = None
         found = downloadable(event) if isinstance(event, nz.Message) else None
         run = self._run
@@ -626,7 +668,10 @@ class NeonizeSession:
             else:
                 self._log.warning("media too large to download", size=size)
         await self._guarded(
-            self._listener.on_event(data, source_id=source_id, media=media), "on_event"
+            self._listener.on_event(
+                data, source_id=source_id, media=media, raw=raw, poll_secret=secret
+            ),
+            "on_event",
         )
 
     def _account(self) -> Account:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connector.engine import EncryptedVote
 from connector.engines.neonize_lib import e2e, nz
 from connector.reasons import Closure, DisconnectReason
+from schemas.commands import non_device_jid
 from schemas.envelope import EventData
 from schemas.events import (
     Contact,
@@ -233,7 +235,8 @@ def _content(message: Any) -> _Content | None:
         )
     if message.HasField("stickerMessage"):
         sticker = message.stickerMessage
-        return _Content(MessageKind.STICKER, {"media": _media(sticker)}, sticker.contextInfo)
+        media = _media(sticker, animated=bool(sticker.isAnimated))
+        return _Content(MessageKind.STICKER, {"media": media}, sticker.contextInfo)
     if message.HasField("locationMessage"):
         place = message.locationMessage
         location = Location(
@@ -253,13 +256,20 @@ def _content(message: Any) -> _Content | None:
     if message.HasField("contactMessage"):
         card = message.contactMessage
         contact = Contact(display_name=str(card.displayName), vcard=str(card.vcard))
-        return _Content(MessageKind.CONTACT, {"contact": contact}, card.contextInfo)
+        cards_seen = {"contact": contact, "contacts": [contact]}
+        return _Content(MessageKind.CONTACT, cards_seen, card.contextInfo)
     if message.HasField("contactsArrayMessage"):
         cards = message.contactsArrayMessage
         # Several vCards concatenated are one valid vCard file.
         vcard = "\n".join(str(card.vcard) for card in cards.contacts)
         contact = Contact(display_name=str(cards.displayName), vcard=vcard)
-        return _Content(MessageKind.CONTACT, {"contact": contact}, cards.contextInfo)
+        each = [
+            Contact(display_name=str(card.displayName), vcard=str(card.vcard))
+            for card in cards.contacts
+        ]
+        return _Content(
+            MessageKind.CONTACT, {"contact": contact, "contacts": each}, cards.contextInfo
+        )
     if message.HasField("conversation"):
         return _Content(MessageKind.TEXT, {"text": str(message.conversation)})
     if message.HasField("extendedTextMessage"):
@@ -279,6 +289,7 @@ def message_received(event: Any) -> MessageReceived | None:
     context = content.context
     quoted = str(context.stanzaID) if context is not None and context.stanzaID else None
     mentions = [str(jid) for jid in context.mentionedJID] if context is not None else []
+    forwarded = bool(context.isForwarded) if context is not None else False
     return MessageReceived(
         message_id=str(info.ID),
         chat=jid_str(source.Chat),
@@ -290,8 +301,68 @@ def message_received(event: Any) -> MessageReceived | None:
         is_group=bool(source.IsGroup),
         quoted_message_id=quoted,
         mentions=mentions,
+        view_once=view_once(event.Message),
+        forwarded=forwarded,
         **content.fields,
     )
+
+
+_VIEW_ONCE_WRAPPERS = ("viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension")
+
+
+def view_once(message: Any) -> bool:
+    """Whether a waE2E `Message` is view-once: wrapped as such, or its media flagged."""
+    if any(message.HasField(wrapper) for wrapper in _VIEW_ONCE_WRAPPERS):
+        return True
+    content = unwrap(message)
+    return any(
+        content.HasField(part) and bool(getattr(content, part).viewOnce)
+        for part in ("imageMessage", "videoMessage", "audioMessage")
+    )
+
+
+def poll_vote(event: Any) -> EncryptedVote | None:
+    """A neonize `MessageEv` carrying a poll vote, still encrypted; None for other messages.
+
+    The vote's key names the poll from the voter's side, so the poll's author is (as in
+    whatsmeow's `getOrigSenderFromKey`) the voter when the key says `fromMe`, else the key's
+    `remoteJID` in a one-to-one chat and its `participant` in a group."""
+    message = unwrap(event.Message)
+    if not message.HasField("pollUpdateMessage"):
+        return None
+    update = message.pollUpdateMessage
+    key = update.pollCreationMessageKey
+    info = event.Info
+    source = info.MessageSource
+    voter = jid_str(source.Sender)
+    if key.fromMe:
+        poll_sender = voter
+    elif str(source.Chat.Server) in {"s.whatsapp.net", "lid"}:
+        poll_sender = non_device_jid(str(key.remoteJID))
+    else:
+        poll_sender = non_device_jid(str(key.participant))
+    return EncryptedVote(
+        message_id=str(info.ID),
+        chat=jid_str(source.Chat),
+        voter=voter,
+        poll_id=str(key.ID),
+        poll_sender=poll_sender,
+        enc_payload=bytes(update.vote.encPayload),
+        enc_iv=bytes(update.vote.encIV),
+        timestamp=from_unix(int(info.Timestamp)),
+    )
+
+
+def to_remember(event: Any) -> tuple[bytes, bytes | None]:
+    """The engine's copy of a received message (its content, out of every envelope) and, for
+    a poll, the secret its votes are encrypted with."""
+    content = unwrap(event.Message)
+    secret = None
+    if any(content.HasField(field) for field in _POLLS):
+        secret = bytes(event.Message.messageContextInfo.messageSecret) or None
+        if secret is None and content.HasField("messageContextInfo"):
+            secret = bytes(content.messageContextInfo.messageSecret) or None
+    return bytes(content.SerializeToString()), secret
 
 
 _MEDIA_PARTS = (

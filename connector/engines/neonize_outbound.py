@@ -1,66 +1,68 @@
-"""Send commands as neonize protobufs: pure builders, plus the one I/O step they need — getting
-the bytes of media to send (inline base64, or a URL fetched through the SSRF guard, size-capped).
+"""Send commands as neonize protobufs: pure builders, one per kind of send.
 
-wabus builds the waE2E messages itself instead of calling neonize's `build_*_message` helpers:
-those fetch URLs on their own (no SSRF guard, no size cap), need ffmpeg for audio and video, and
-parse mentions out of the text; here every field comes from the validated command.
+wabus builds the waE2E messages itself instead of calling neonize's `build_*` helpers: those
+fetch URLs on their own (no SSRF guard, no size cap), need ffmpeg, parse mentions out of the
+text, and some need a live client; here every field comes from the validated command and what
+the connector prepared (`connector.engine.SendContext`: uploaded media, the link preview, the
+quoted or targeted message as the connector saw it). Each builder follows what whatsmeow's own
+builders put in a message (`BuildMessageKey`, `BuildEdit`, `BuildRevoke`, `BuildPollCreation`),
+so that WhatsApp renders it: a quote carries the quoted message's author and content, a
+reaction or deletion in a group the author of the message it is about.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Sequence
+import os
 from typing import Any
 
-import aiohttp
-import magic
-
-from connector.engine import SendError
+from connector.engine import PreparedMedia, SendContext
 from connector.engines.neonize_lib import (
     ChatPresence,
     ChatPresenceMedia,
+    DecodeError,
     MediaType,
     e2e,
     nz,
     wa_common,
 )
+from connector.seen import SeenMessage
 from schemas.commands import (
-    MAX_MEDIA_BYTES,
+    USER_SERVER,
+    ContactCard,
     Presence,
     SendAudio,
+    SendContact,
+    SendDelete,
     SendDocument,
+    SendEdit,
     SendImage,
     SendLocation,
+    SendMedia,
     SendMessage,
+    SendPoll,
     SendReaction,
+    SendSticker,
     SendText,
     SendVideo,
+    jid_string,
+    non_device_jid,
 )
-from wabus.ssrf import BlockedTarget, Network, check_url, guarded_connector
+from wabus.logs import get_logger
 
-SendMedia = SendImage | SendVideo | SendAudio | SendDocument
+log = get_logger(__name__)
 
-USER_SERVER = "s.whatsapp.net"
-FETCH_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+USER_SERVERS = frozenset({USER_SERVER, "lid", "msgr"})
+"""Chats with one person: a message key names no participant there (whatsmeow's rule)."""
+POLL_SECRET_BYTES = 32
 
-_DEFAULT_MIMETYPE = {
-    "image": "image/jpeg",
-    "video": "video/mp4",
-    "audio": "audio/ogg; codecs=opus",
-    "document": "application/octet-stream",
-}
 _MEDIA_TYPE = {
     "image": MediaType.MediaImage,
     "video": MediaType.MediaVideo,
     "audio": MediaType.MediaAudio,
     "document": MediaType.MediaDocument,
+    "sticker": MediaType.MediaImage,
 }
-
-
-def jid_string(address: str) -> str:
-    """A JID for a phone number (digits) or a JID as given."""
-    return address if "@" in address else f"{address}@{USER_SERVER}"
+"""Stickers are encrypted with the image keys (whatsmeow's `GetMediaType` for stickers)."""
 
 
 def to_jid(address: str) -> Any:
@@ -69,30 +71,74 @@ def to_jid(address: str) -> Any:
     return nz.JID(User=user, Server=server, Device=0, RawAgent=0, Integrator=0, IsEmpty=False)
 
 
-def context_info(message: SendMessage) -> Any | None:
-    """The ContextInfo carrying a quote (`reply_to`) and mentions; None when there is neither.
+def message_key(chat: str, message_id: str, sender: str | None, own_jid: str | None) -> Any:
+    """whatsmeow's `BuildMessageKey`: our own message unless `sender` is someone else, and
+    then, outside one-to-one chats, the sender as `participant` (WhatsApp places a reaction or
+    deletion in a group by it)."""
+    chat = jid_string(chat)
+    key = wa_common.MessageKey(remoteJID=chat, fromMe=True, ID=message_id)
+    author = non_device_jid(jid_string(sender)) if sender else None
+    if author and author.partition("@")[0] != non_device_jid(own_jid or "").partition("@")[0]:
+        key.fromMe = False
+        if chat.partition("@")[2] not in USER_SERVERS:
+            key.participant = author
+    return key
 
-    The quote names the quoted message by id only: wabus keeps no copy of past messages to put
-    in `quotedMessage`."""
+
+def quoted_content(seen: SeenMessage) -> Any:
+    """The quoted message's content: the engine's own copy when the connector kept one, else
+    its text."""
+    if seen.raw is not None:
+        try:
+            return e2e.Message.FromString(seen.raw)
+        except DecodeError:
+            log.info("remembered copy unreadable: quoting the text", message_id=seen.message_id)
+    return e2e.Message(conversation=seen.text or "")
+
+
+def context_info(message: SendMessage, context: SendContext, own_jid: str | None) -> Any | None:
+    """The ContextInfo carrying a quote and mentions; None when there is neither."""
+    quoted = context.quoted
     if message.reply_to is None and not message.mentions:
         return None
-    context = e2e.ContextInfo(mentionedJID=[jid_string(item) for item in message.mentions])
+    info = e2e.ContextInfo(mentionedJID=[jid_string(item) for item in message.mentions])
     if message.reply_to is not None:
-        context.stanzaID = message.reply_to
-    return context
+        info.stanzaID = message.reply_to
+        if quoted is not None:
+            author = quoted.sender if not quoted.from_me else own_jid
+            if author:
+                info.participant = non_device_jid(jid_string(author))
+            info.quotedMessage.CopyFrom(quoted_content(quoted))
+    return info
 
 
-def build_text(message: SendText) -> Any:
-    """A plain `conversation`, or an `extendedTextMessage` when it quotes or mentions."""
-    context = context_info(message)
-    if context is None:
+def _with_context(part: Any, info: Any | None) -> Any:
+    if info is not None:
+        part.contextInfo.CopyFrom(info)
+    return part
+
+
+def build_text(message: SendText, context: SendContext, own_jid: str | None = None) -> Any:
+    """A plain `conversation`, or an `extendedTextMessage` when it quotes, mentions or
+    previews a link."""
+    info = context_info(message, context, own_jid)
+    preview = context.preview
+    if info is None and preview is None:
         return e2e.Message(conversation=message.text)
-    return e2e.Message(
-        extendedTextMessage=e2e.ExtendedTextMessage(text=message.text, contextInfo=context)
-    )
+    extended = e2e.ExtendedTextMessage(text=message.text)
+    if preview is not None:
+        extended.matchedText = preview.url
+        extended.previewType = e2e.ExtendedTextMessage.PreviewType.NONE
+        if preview.title:
+            extended.title = preview.title
+        if preview.description:
+            extended.description = preview.description
+        if preview.thumbnail:
+            extended.JPEGThumbnail = preview.thumbnail
+    return e2e.Message(extendedTextMessage=_with_context(extended, info))
 
 
-def build_location(message: SendLocation) -> Any:
+def build_location(message: SendLocation, context: SendContext, own_jid: str | None = None) -> Any:
     location = e2e.LocationMessage(
         degreesLatitude=message.latitude, degreesLongitude=message.longitude
     )
@@ -100,20 +146,133 @@ def build_location(message: SendLocation) -> Any:
         location.name = message.name
     if message.address is not None:
         location.address = message.address
-    context = context_info(message)
-    if context is not None:
-        location.contextInfo.CopyFrom(context)
+    _with_context(location, context_info(message, context, own_jid))
     return e2e.Message(locationMessage=location)
 
 
-def build_reaction(message: SendReaction, now_ms: int) -> Any:
-    """A reaction to `message_id` in chat `to`; an empty emoji takes the reaction back."""
-    key = wa_common.MessageKey(
-        remoteJID=jid_string(message.to), fromMe=message.from_me, ID=message.message_id
-    )
+def build_reaction(
+    message: SendReaction, context: SendContext, own_jid: str | None, now_ms: int
+) -> Any:
+    """A reaction (an empty emoji takes it back), keyed like whatsmeow's `BuildReaction`."""
+    sender = _author(message.sender, message.from_me, context.target)
+    key = message_key(message.to, message.message_id, sender, own_jid)
     return e2e.Message(
         reactionMessage=e2e.ReactionMessage(key=key, text=message.emoji, senderTimestampMS=now_ms)
     )
+
+
+def _author(given: str | None, from_me: bool, target: SeenMessage | None) -> str | None:
+    """The author of the message a reaction or deletion is about: as given, else as seen;
+    None for our own."""
+    if given is not None:
+        return given
+    if from_me or target is None or target.from_me:
+        return None
+    return target.sender
+
+
+def build_delete(message: SendDelete, context: SendContext, own_jid: str | None) -> Any:
+    """whatsmeow's `BuildRevoke`: a REVOKE protocol message keyed to the message."""
+    sender = _author(message.sender, False, context.target)
+    key = message_key(message.to, message.message_id, sender, own_jid)
+    return e2e.Message(
+        protocolMessage=e2e.ProtocolMessage(type=e2e.ProtocolMessage.REVOKE, key=key)
+    )
+
+
+def build_edit(message: SendEdit, now_ms: int) -> Any:
+    """whatsmeow's `BuildEdit`: a MESSAGE_EDIT protocol message in an `editedMessage`."""
+    key = wa_common.MessageKey(remoteJID=jid_string(message.to), fromMe=True, ID=message.message_id)
+    protocol = e2e.ProtocolMessage(
+        type=e2e.ProtocolMessage.MESSAGE_EDIT,
+        key=key,
+        editedMessage=e2e.Message(conversation=message.text),
+        timestampMS=now_ms,
+    )
+    return e2e.Message(
+        editedMessage=e2e.FutureProofMessage(message=e2e.Message(protocolMessage=protocol))
+    )
+
+
+def build_poll(
+    message: SendPoll, context: SendContext, own_jid: str | None, secret: bytes | None = None
+) -> Any:
+    """whatsmeow's `BuildPollCreation`: the poll with a fresh 32-byte secret, which encrypts
+    the votes (the connector remembers it)."""
+    poll = e2e.PollCreationMessage(
+        name=message.question,
+        options=[e2e.PollCreationMessage.Option(optionName=name) for name in message.options],
+        selectableOptionsCount=message.selectable_count,
+    )
+    _with_context(poll, context_info(message, context, own_jid))
+    return e2e.Message(
+        pollCreationMessage=poll,
+        messageContextInfo=e2e.MessageContextInfo(
+            messageSecret=secret if secret is not None else os.urandom(POLL_SECRET_BYTES)
+        ),
+    )
+
+
+def vcard(card: ContactCard) -> str:
+    """The card's vCard as given, else a vCard 3.0 of its name and numbers (the `waid`
+    parameter makes WhatsApp offer to message the number)."""
+    if card.vcard is not None:
+        return card.vcard
+    name = card.name.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
+    name = name.replace("\r", " ").replace("\n", " ")
+    lines = ["BEGIN:VCARD", "VERSION:3.0", f"FN:{name}", f"N:{name};;;;"]
+    lines += [f"TEL;type=CELL;waid={phone}:+{phone}" for phone in card.phones]
+    lines.append("END:VCARD")
+    return "\n".join(lines)
+
+
+def build_contacts(message: SendContact, context: SendContext, own_jid: str | None = None) -> Any:
+    """One card as a `contactMessage`; several as a `contactsArrayMessage`."""
+    info = context_info(message, context, own_jid)
+    cards = [
+        e2e.ContactMessage(displayName=card.name, vcard=vcard(card)) for card in message.contacts
+    ]
+    if len(cards) == 1:
+        return e2e.Message(contactMessage=_with_context(cards[0], info))
+    names = [card.name for card in message.contacts]
+    array = e2e.ContactsArrayMessage(displayName=f"{len(names)} contacts", contacts=cards)
+    return e2e.Message(contactsArrayMessage=_with_context(array, info))
+
+
+_FORWARDABLE_PARTS = (
+    "extendedTextMessage",
+    "imageMessage",
+    "videoMessage",
+    "audioMessage",
+    "documentMessage",
+    "stickerMessage",
+    "locationMessage",
+    "contactMessage",
+    "contactsArrayMessage",
+)
+
+
+def build_forward(target: SeenMessage) -> Any:
+    """The remembered message's content, marked forwarded (`isForwarded`, `forwardingScore`
+    one more): media is forwarded by its existing upload, which WhatsApp keeps for a limited
+    time; a text becomes an `extendedTextMessage` to carry the mark."""
+    assert target.raw is not None  # checked in preparation
+    original = e2e.Message.FromString(target.raw)
+    if original.HasField("conversation"):
+        original = e2e.Message(
+            extendedTextMessage=e2e.ExtendedTextMessage(text=original.conversation)
+        )
+    forwarded = e2e.Message()
+    for field in _FORWARDABLE_PARTS:
+        if original.HasField(field):
+            part = getattr(forwarded, field)
+            part.CopyFrom(getattr(original, field))
+            score = part.contextInfo.forwardingScore
+            part.ClearField("contextInfo")
+            part.contextInfo.isForwarded = True
+            part.contextInfo.forwardingScore = score + 1
+            return forwarded
+    raise ValueError("nothing forwardable in the remembered message")
 
 
 def media_type(message: SendMedia) -> Any:
@@ -121,23 +280,15 @@ def media_type(message: SendMedia) -> Any:
     return _MEDIA_TYPE[message.type]
 
 
-def _opus(mimetype: str) -> str:
-    """WhatsApp plays Ogg audio (voice notes above all) only when told the codec."""
-    return _DEFAULT_MIMETYPE["audio"] if mimetype == "audio/ogg" else mimetype
-
-
-def mimetype_of(message: SendMedia, data: bytes) -> str:
-    """The declared mimetype, else what the bytes look like, else the kind's usual type."""
-    if message.mimetype:
-        return message.mimetype
-    sniffed = magic.from_buffer(data[:4096], mime=True)
-    if sniffed and sniffed not in {"application/octet-stream", "text/plain"}:
-        return _opus(sniffed)
-    return _DEFAULT_MIMETYPE[message.type]
-
-
-def build_media(message: SendMedia, upload: Any, mimetype: str) -> Any:
-    """The image/video/audio/document message for media already uploaded (`UploadResponse`)."""
+def build_media(
+    message: SendMedia,
+    upload: Any,
+    media: PreparedMedia,
+    context: SendContext,
+    own_jid: str | None = None,
+) -> Any:
+    """The image/video/audio/document/sticker message for media already uploaded
+    (`UploadResponse`); view-once media is wrapped in a `viewOnceMessage`."""
     common: dict[str, Any] = {
         "URL": upload.url,
         "directPath": upload.DirectPath,
@@ -145,24 +296,42 @@ def build_media(message: SendMedia, upload: Any, mimetype: str) -> Any:
         "fileEncSHA256": upload.FileEncSHA256,
         "fileSHA256": upload.FileSHA256,
         "fileLength": upload.FileLength,
-        "mimetype": mimetype,
+        "mimetype": media.mimetype,
     }
-    context = context_info(message)
-    if context is not None:
-        common["contextInfo"] = context
+    info = context_info(message, context, own_jid)
+    if info is not None:
+        common["contextInfo"] = info
+    view_once = bool(getattr(message, "view_once", False))
+    built: Any
     if isinstance(message, SendImage):
-        return e2e.Message(imageMessage=e2e.ImageMessage(caption=message.caption, **common))
-    if isinstance(message, SendVideo):
-        return e2e.Message(videoMessage=e2e.VideoMessage(caption=message.caption, **common))
-    if isinstance(message, SendAudio):
-        return e2e.Message(audioMessage=e2e.AudioMessage(PTT=message.voice, **common))
-    document = e2e.DocumentMessage(
-        caption=message.caption,
-        fileName=message.filename or "file",
-        title=message.filename or "file",
-        **common,
-    )
-    return e2e.Message(documentMessage=document)
+        built = e2e.Message(
+            imageMessage=e2e.ImageMessage(caption=message.caption, viewOnce=view_once, **common)
+        )
+    elif isinstance(message, SendVideo):
+        built = e2e.Message(
+            videoMessage=e2e.VideoMessage(caption=message.caption, viewOnce=view_once, **common)
+        )
+    elif isinstance(message, SendAudio):
+        audio = e2e.AudioMessage(PTT=message.voice, viewOnce=view_once, **common)
+        if media.seconds is not None:
+            audio.seconds = media.seconds
+        if media.waveform is not None:
+            audio.waveform = media.waveform
+        built = e2e.Message(audioMessage=audio)
+    elif isinstance(message, SendSticker):
+        built = e2e.Message(
+            stickerMessage=e2e.StickerMessage(
+                isAnimated=media.animated, width=512, height=512, **common
+            )
+        )
+    else:
+        assert isinstance(message, SendDocument)
+        name = message.filename or "file"
+        document = e2e.DocumentMessage(caption=message.caption, fileName=name, title=name, **common)
+        built = e2e.Message(documentMessage=document)
+    if view_once:
+        return e2e.Message(viewOnceMessage=e2e.FutureProofMessage(message=built))
+    return built
 
 
 def chat_presence(request: Presence) -> tuple[Any, Any]:
@@ -174,71 +343,16 @@ def chat_presence(request: Presence) -> tuple[Any, Any]:
     return ChatPresence.CHAT_PRESENCE_COMPOSING, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
 
 
-def decode_base64(value: str, limit: int = MAX_MEDIA_BYTES) -> bytes:
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise SendError("invalid_media", "`base64` is not valid base64") from error
-    if len(data) > limit:
-        raise SendError("media_too_large", f"media is larger than {limit} bytes")
-    if not data:
-        raise SendError("invalid_media", "`base64` decodes to no bytes")
-    return data
+def poll_secret_of(built: Any) -> bytes | None:
+    """The secret a built poll carries (None for other messages)."""
+    if built.HasField("pollCreationMessage"):
+        return bytes(built.messageContextInfo.messageSecret)
+    return None
 
 
-async def fetch_media(
-    url: str, allow: Sequence[Network] = (), limit: int = MAX_MEDIA_BYTES
-) -> tuple[bytes, str | None]:
-    """GET `url` through the SSRF guard, refusing more than `limit` bytes; returns the bytes and
-    the response's content type. Redirects are not followed (their target would escape the
-    IP-literal check). Failures are `SendError`s: `media_blocked`, `media_too_large`,
-    `media_fetch_failed` (retryable for 5xx and network errors)."""
-    try:
-        check_url(url, allow)
-        async with (
-            aiohttp.ClientSession(
-                connector=guarded_connector(allow), timeout=FETCH_TIMEOUT
-            ) as session,
-            session.get(url, allow_redirects=False) as response,
-        ):
-            if response.status != 200:
-                raise SendError(
-                    "media_fetch_failed",
-                    f"media URL answered HTTP {response.status}",
-                    retryable=response.status >= 500,
-                )
-            if (response.content_length or 0) > limit:
-                raise SendError("media_too_large", f"media is larger than {limit} bytes")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(65536):
-                data += chunk
-                if len(data) > limit:
-                    raise SendError("media_too_large", f"media is larger than {limit} bytes")
-            content_type = response.headers.get("Content-Type")
-    except BlockedTarget as error:
-        raise SendError("media_blocked", error.reason) from error
-    except aiohttp.ClientConnectorError as error:
-        if isinstance(error.os_error, BlockedTarget):
-            raise SendError("media_blocked", error.os_error.reason) from error
-        raise SendError("media_fetch_failed", str(error), retryable=True) from error
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise SendError("media_fetch_failed", str(error) or "timed out", retryable=True) from error
-    if not data:
-        raise SendError("invalid_media", "media URL answered with no bytes")
-    return bytes(data), content_type
-
-
-async def load_media(
-    message: SendMedia, allow: Sequence[Network] = (), limit: int = MAX_MEDIA_BYTES
-) -> tuple[bytes, str]:
-    """The bytes to upload for a media send and their mimetype."""
-    if message.base64 is not None:
-        data = decode_base64(message.base64, limit)
-        return data, mimetype_of(message, data)
-    assert message.url is not None  # the model requires exactly one source
-    data, content_type = await fetch_media(message.url, allow, limit)
-    if message.mimetype is None and content_type:
-        declared = content_type.split(";", 1)[0].strip().lower()
-        if declared and declared not in {"application/octet-stream", "binary/octet-stream"}:
-            return data, _opus(declared)
-    return data, mimetype_of(message, data)
+def content_to_remember(built: Any) -> bytes:
+    """The engine's copy of a sent message, for later quotes and forwards: its content,
+    out of the view-once envelope (which a forward must not keep)."""
+    if built.HasField("viewOnceMessage"):
+        built = built.viewOnceMessage.message
+    return bytes(built.SerializeToString())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -25,9 +26,18 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from connector.engine import Account, ConnectError, SendError, SentMessage, SessionListener
+from connector.engine import (
+    Account,
+    ConnectError,
+    EncryptedVote,
+    SendContext,
+    SendError,
+    SentMessage,
+    SessionListener,
+)
+from connector.polls import IV_LENGTH, encrypt_vote, option_hash
 from connector.reasons import DisconnectReason
-from schemas.commands import MarkRead, Presence, SendMessage
+from schemas.commands import MarkRead, Presence, SendMessage, SendPoll, jid_string
 from schemas.envelope import utc_now
 from schemas.events import MessageReceived
 from schemas.sim import (
@@ -42,12 +52,14 @@ from schemas.sim import (
     SimFailConnect,
     SimFailNextSends,
     SimInbound,
+    SimVote,
 )
 from wabus.logs import get_logger
 
 log = get_logger(__name__)
 
 SIM_PHONE = "15550000000"
+SIM_JID = f"{SIM_PHONE}@s.whatsapp.net"
 SimPairing = Literal["auto", "qr"]
 
 
@@ -56,8 +68,32 @@ def whatsapp_like_id() -> str:
     return "3EB0" + secrets.token_hex(9).upper()
 
 
-def to_jid(address: str) -> str:
-    return address if "@" in address else f"{address}@s.whatsapp.net"
+def context_summary(context: SendContext) -> dict[str, Any]:
+    """What the connector prepared for a send, as the sim records it (tests read it back):
+    the media after conversion, the link preview, the quoted and targeted messages."""
+    summary: dict[str, Any] = {}
+    if context.media is not None:
+        media = context.media
+        summary["media"] = {
+            "mimetype": media.mimetype,
+            "size": len(media.data),
+            "sha256": hashlib.sha256(media.data).hexdigest(),
+            "seconds": media.seconds,
+            "waveform": list(media.waveform) if media.waveform is not None else None,
+            "animated": media.animated,
+        }
+    if context.preview is not None:
+        preview = context.preview
+        summary["preview"] = {
+            "url": preview.url,
+            "title": preview.title,
+            "description": preview.description,
+            "thumbnail_size": len(preview.thumbnail) if preview.thumbnail else 0,
+        }
+    for name, seen in (("quoted", context.quoted), ("target", context.target)):
+        if seen is not None:
+            summary[name] = seen.model_dump(mode="json", exclude={"raw", "poll_secret"})
+    return summary
 
 
 class SimControlError(ValueError):
@@ -76,12 +112,29 @@ class SimDevice:
         self.failing_connects = 0
         self.reads: list[MarkRead] = []
         self.presences: list[Presence] = []
+        self.polls: dict[str, tuple[str, bytes]] = {}
+        """Poll id → (author, secret) of every poll sent or played, to encrypt votes with."""
         self._log_path = log_path
         if log_path and log_path.exists():
             self.sent = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+        for entry in self.sent:
+            if "poll_secret" in entry:
+                self.polls[entry["message_id"]] = (SIM_JID, base64.b64decode(entry["poll_secret"]))
 
-    def record(self, message_id: str, message: SendMessage) -> None:
-        entry = {"message_id": message_id, "data": message.model_dump(mode="json")}
+    def record(
+        self,
+        message_id: str,
+        message: SendMessage,
+        context: SendContext,
+        poll_secret: bytes | None = None,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "message_id": message_id,
+            "data": message.model_dump(mode="json"),
+            "context": context_summary(context),
+        }
+        if poll_secret is not None:
+            entry["poll_secret"] = base64.b64encode(poll_secret).decode()
         self.sent.append(entry)
         if self._log_path:
             with self._log_path.open("a") as file:
@@ -126,7 +179,7 @@ class SimSession:
 
     async def _open(self) -> None:
         self.in_qr, self.is_open = False, True
-        account = Account(jid=f"{SIM_PHONE}@s.whatsapp.net", phone=SIM_PHONE, push_name="wabus sim")
+        account = Account(jid=SIM_JID, phone=SIM_PHONE, push_name="wabus sim")
         log.info("sim session open", instance=self.instance)
         await self._listener.on_open(account)
 
@@ -154,7 +207,7 @@ class SimSession:
         self.is_open = self.in_qr = False
         await self._listener.on_close(reason, detail)
 
-    async def send(self, message: SendMessage) -> SentMessage:
+    async def send(self, message: SendMessage, context: SendContext) -> SentMessage:
         if not self.is_open:
             raise SendError("not_connected", "the sim session is not open", retryable=True)
         device = self.device
@@ -166,8 +219,18 @@ class SimSession:
                 retryable=device.failure.retryable,
             )
         message_id = whatsapp_like_id()
-        device.record(message_id, message)
-        return SentMessage(message_id=message_id, chat=to_jid(message.to), timestamp=self._clock())
+        secret = secrets.token_bytes(32) if isinstance(message, SendPoll) else None
+        device.record(message_id, message, context, secret)
+        if secret is not None:
+            device.polls[message_id] = (SIM_JID, secret)
+        raw = json.dumps(message.model_dump(mode="json")).encode()
+        return SentMessage(
+            message_id=message_id,
+            chat=jid_string(message.to),
+            timestamp=self._clock(),
+            raw=raw,
+            poll_secret=secret,
+        )
 
     async def pair_phone(self, phone: str) -> str:
         code = secrets.token_hex(4).upper()
@@ -203,8 +266,11 @@ class SimSession:
 
     async def _play(self, inbound: SimInbound, media: bytes | None) -> None:
         base_id = inbound.id or whatsapp_like_id()
-        sender = to_jid(inbound.from_)
-        chat = to_jid(inbound.chat) if inbound.chat else sender
+        sender = jid_string(inbound.from_)
+        chat = jid_string(inbound.chat) if inbound.chat else sender
+        if inbound.vote is not None:
+            await self._vote(inbound.vote, base_id, chat, sender)
+            return
         for number in range(1, inbound.repeat + 1):
             numbered = inbound.repeat > 1
             message_id = f"{base_id}{number:07d}" if numbered else base_id
@@ -220,10 +286,46 @@ class SimSession:
                 push_name=inbound.push_name,
                 is_group=chat.endswith("@g.us"),
                 media=inbound.media,
+                location=inbound.location,
+                contact=inbound.contacts[0] if inbound.contacts else None,
+                contacts=inbound.contacts,
+                reaction=inbound.reaction,
+                poll=inbound.poll,
+                target_message_id=inbound.target_message_id,
+                quoted_message_id=inbound.quoted_message_id,
+                mentions=inbound.mentions,
+                view_once=inbound.view_once,
+                forwarded=inbound.forwarded,
             )
-            await self._listener.on_event(data, source_id=message_id, media=media)
+            secret = None
+            if inbound.poll is not None:
+                secret = secrets.token_bytes(32)
+                self.device.polls[message_id] = (sender, secret)
+            raw = data.model_dump_json(by_alias=True).encode()
+            await self._listener.on_event(
+                data, source_id=message_id, media=media, raw=raw, poll_secret=secret
+            )
             if inbound.interval_ms and number < inbound.repeat:
                 await asyncio.sleep(inbound.interval_ms / 1000)
+
+    async def _vote(self, vote: SimVote, message_id: str, chat: str, voter: str) -> None:
+        """A vote encrypted as WhatsApp encrypts it, with the poll's secret as the sim knows
+        it (a poll it never saw gets a secret nobody has: the vote cannot be decrypted)."""
+        author, secret = self.device.polls.get(vote.poll_id, (SIM_JID, secrets.token_bytes(32)))
+        iv = secrets.token_bytes(IV_LENGTH)
+        hashes = [option_hash(name) for name in vote.options]
+        payload = encrypt_vote(secret, vote.poll_id, author, voter, hashes, iv)
+        encrypted = EncryptedVote(
+            message_id=message_id,
+            chat=chat,
+            voter=voter,
+            poll_id=vote.poll_id,
+            poll_sender=author,
+            enc_payload=payload,
+            enc_iv=iv,
+            timestamp=self._clock(),
+        )
+        await self._listener.on_poll_vote(encrypted)
 
     async def _stop_tasks(self) -> None:
         current = asyncio.current_task()

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,10 +16,13 @@ from relay.models import SendAnswer, WaitQuery
 from relay.problems import Problem, invalid_body, parse_json
 from relay.publish import command_id_from, publish_command
 from relay.state import RelayState
-from schemas.commands import SEND_COMMAND, SendMessage, parse_send
+from schemas.commands import SEND_COMMAND, SendAudio, SendMessage, SendSticker, parse_send
 from schemas.ids import COMMAND_ID_RULE, is_command_id
 from schemas.instances import SendRecord, SendState, send_record_key
+from wabus.conversion import ConversionError
 from wabus.settings import Settings
+from wabus.stickers import probe_image
+from wabus.voice import probe_audio
 
 _FINAL = {SendState.SENT.value, SendState.FAILED.value}
 
@@ -34,6 +39,23 @@ def send_body_limit(settings: Settings) -> int:
     return settings.max_send_body_bytes
 
 
+async def check_inline_media(message: SendMessage) -> None:
+    """Inline media the connector must convert (a voice note, a sticker) is probed here, so
+    that bytes it could not read are a 422 naming the reason, before anything is queued.
+    Media given by URL is fetched, and so checked, by the connector (`message.failed`)."""
+    if isinstance(message, SendAudio) and message.voice and message.base64 is not None:
+        probe = probe_audio
+    elif isinstance(message, SendSticker) and message.base64 is not None:
+        probe = probe_image
+    else:
+        return
+    data = base64.b64decode(message.base64)
+    try:
+        await asyncio.to_thread(probe, data)
+    except ConversionError as error:
+        raise Problem(422, error.code, f"base64: {error.reason}") from error
+
+
 async def send(
     state: RelayState, instance: str, data: Any, command_id: str, wait: float
 ) -> tuple[int, SendAnswer]:
@@ -42,6 +64,7 @@ async def send(
         message = parse_send(data)
     except ValidationError as error:
         raise invalid_body(error) from error
+    await check_inline_media(message)
     duplicate = await publish_command(
         state, instance, SEND_COMMAND, message.model_dump(mode="json"), command_id
     )
@@ -98,6 +121,9 @@ endpoints = [
             202: Reply("Queued (also when `wait` ran out): the result arrives as a "
                        "`message.sent` / `message.failed` webhook.", SendAnswer),
             413: Reply("`body_too_large` or `command_too_large` (send media by `url`)."),
+            422: Reply("`invalid_body` (names each field and rule), or inline media a voice "
+                       "note or sticker cannot be made of: `unsupported_media`, "
+                       "`undecodable_media`, `media_too_large`, `media_too_long`."),
         },
         body=SendMessage, query=WaitQuery, body_limit=send_body_limit,
         headers=("Idempotency-Key",),

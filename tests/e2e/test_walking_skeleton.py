@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from nats.aio.client import Client as NATS
 from relay.client import RelayClient
 from tests import connector_support as cs
 from tests.conftest import API_KEY_ID, API_SECRET
-from tests.processes import ready, service
+from tests.processes import ready, service, stack_env
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port
 from wabus.settings import Settings
@@ -30,18 +29,14 @@ async def stack(
     receiver = Receiver(webhook_secret)
     async with running(receiver.app()) as receiver_url:
         relay_port, connector_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "NATS_URL": str(settings.nats_url),
-            "WABUS_SUBJECT_PREFIX": settings.subject_prefix,
-            "WABUS_API_KEYS": f"{API_KEY_ID}:{API_SECRET}",
-            "WABUS_WEBHOOK_URL": receiver_url + "/hook",
-            "WABUS_WEBHOOK_SECRET": webhook_secret,
-            "WABUS_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
-            "WABUS_ENGINE": "sim",
-            "WABUS_HOST": "127.0.0.1",
-            "WABUS_DATA_DIR": str(tmp_path / "data"),
-        }
+        env = stack_env(
+            settings,
+            receiver_url,
+            webhook_secret,
+            WABUS_ENGINE="sim",
+            WABUS_DATA_DIR=str(tmp_path / "data"),
+            LOG_FORMAT="json",
+        )
         with (
             service("connector", env | {"PORT": str(connector_port)}, tmp_path / "connector.log"),
             service("relay", env | {"PORT": str(relay_port)}, tmp_path / "relay.log"),

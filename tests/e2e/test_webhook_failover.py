@@ -5,7 +5,6 @@ sequence by first arrival, and none is missing. Both relays run as `python -m re
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections import defaultdict
 from contextlib import ExitStack
@@ -16,9 +15,8 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
 from schemas.envelope import encode, make_event
-from tests.conftest import API_KEY_ID, API_SECRET
 from tests.integration.test_webhook_delivery import inbound
-from tests.processes import ready, service
+from tests.processes import ready, service, stack_env
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port
 from wabus.natsbus import ensure_streams
@@ -82,19 +80,13 @@ async def test_sigkill_of_the_lease_holder_keeps_every_chat_in_order_and_loses_n
     await ensure_streams(nc.jetstream(), settings)
     log = tmp_path / "relays.log"
     async with running(receiver.app()) as receiver_url:
-        env = {
-            **os.environ,
-            "NATS_URL": str(settings.nats_url),
-            "WABUS_SUBJECT_PREFIX": settings.subject_prefix,
-            "WABUS_API_KEYS": f"{API_KEY_ID}:{API_SECRET}",
-            "WABUS_WEBHOOK_URL": receiver_url + "/hook",
-            "WABUS_WEBHOOK_SECRET": webhook_secret,
-            "WABUS_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
-            "WABUS_WEBHOOK_LEASE_TTL": "2",
-            "WABUS_WEBHOOK_TIMEOUT": "2",
-            "WABUS_HOST": "127.0.0.1",
-            "LOG_FORMAT": "console",
-        }
+        env = stack_env(
+            settings,
+            receiver_url,
+            webhook_secret,
+            WABUS_WEBHOOK_LEASE_TTL="2",
+            WABUS_WEBHOOK_TIMEOUT="2",
+        )
         ports = [free_port(), free_port()]
         try:
             with ExitStack() as processes:

@@ -198,10 +198,18 @@ async def test_each_user_may_do_only_its_part(single_node: Node) -> None:
 
         await reader.subscribe("wa.evt.>", cb=on_event)
         await reader.flush()
-        ack = await connector.jetstream().publish("wa.evt.acme.presence.chat", b'{"n": 1}')
-        assert ack.stream == "WA_EVENTS"
-        await asyncio.wait_for(done.wait(), 15)
-        assert seen == [b'{"n": 1}']
+        # A core subscription can miss what is published just after it was made, even after a
+        # flush (nats-server under CPU load, about 1 run in 15 here): the connector publishes
+        # until the reader has seen one, as a live reader would simply see the next event.
+        published = 0
+        while not done.is_set():
+            assert published < 75, "the reader never saw what the connector published"
+            published += 1
+            ack = await connector.jetstream().publish("wa.evt.acme.presence.chat", b'{"n": 1}')
+            assert ack.stream == "WA_EVENTS"
+            with contextlib.suppress(TimeoutError):  # expected: not seen yet, publish again
+                await asyncio.wait_for(done.wait(), 0.2)
+        assert seen[0] == b'{"n": 1}'
         assert (await relay.jetstream().publish("wa.cmd.acme.send", b"{}")).stream == "WA_COMMANDS"
 
         # what each must not do
@@ -220,7 +228,7 @@ async def test_each_user_may_do_only_its_part(single_node: Node) -> None:
             await eventually(lambda s=subject: reader_denied.seen(s))  # type: ignore[misc]
         await eventually(lambda: reader_denied.seen("wa.cmd.>"))
         stream = await connector.jetstream().stream_info("WA_EVENTS")
-        assert stream.state.messages == 1, "the refused publishes stored nothing"
+        assert stream.state.messages == published, "the refused publishes stored nothing"
 
 
 async def test_the_services_run_on_their_least_privilege_users(

@@ -5,6 +5,7 @@ side played by the test through neonize's own event dispatch."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import json
@@ -25,17 +26,34 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
-from connector.engine import Account, ConnectError, SendError
+from connector.engine import (
+    Account,
+    ConnectError,
+    EncryptedVote,
+    PreparedMedia,
+    SendContext,
+    SendError,
+)
 from connector.engines import neonize as neonize_engine
 from connector.engines.neonize import NeonizeClient, NeonizeEngine, NeonizeSession
-from connector.engines.neonize_lib import EVENT_TO_INT, NeonizeError, NewAClient, e2e, nz
+from connector.engines.neonize_lib import (
+    EVENT_TO_INT,
+    MediaType,
+    NeonizeError,
+    NewAClient,
+    e2e,
+    nz,
+    wa_common,
+)
 from connector.engines.neonize_store import PostgresStore, SqliteStore, StoreLocation
+from connector.inbound import Inbound
 from connector.lifecycle import Policy
 from connector.reasons import DisconnectReason
+from connector.seen import SeenMessage
 from connector.service import build_engine
 from connector.status import StatusBoard
 from connector.supervisor import SessionSupervisor
-from schemas.commands import MarkRead, SendImage, SendText
+from schemas.commands import MarkRead, SendImage, SendPoll, SendText, parse_send
 from schemas.envelope import EventData, utc_now
 from schemas.events import MessageKind, MessageReceipt, MessageReceived, PresenceChat
 from schemas.instances import SessionState
@@ -64,6 +82,8 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.not_before: list[datetime | None] = []
+        self.kept: dict[str | None, tuple[bytes | None, bytes | None]] = {}
+        """Source id → (raw, poll secret) handed over with an event, to be remembered."""
         self.fail_next = False
 
     def of(self, kind: str) -> list[Any]:
@@ -91,9 +111,18 @@ class Recorder:
         await self._record("close", (reason, detail))
 
     async def on_event(
-        self, data: EventData, source_id: str | None = None, media: bytes | None = None
+        self,
+        data: EventData,
+        source_id: str | None = None,
+        media: bytes | None = None,
+        raw: bytes | None = None,
+        poll_secret: bytes | None = None,
     ) -> None:
+        self.kept[source_id] = (raw, poll_secret)
         await self._record("event", (data, source_id, media))
+
+    async def on_poll_vote(self, vote: EncryptedVote) -> None:
+        await self._record("vote", vote)
 
 
 # -- real clients, real stores, no route to WhatsApp ---------------------------------------
@@ -121,7 +150,7 @@ async def test_offline_pairing_on_sqlite_fails_cleanly_in_a_child_every_time(
         assert "dial" in error.detail
         assert not session.running
         with pytest.raises(SendError) as refused:
-            await session.send(SendText(to="4915112345678", text="hi"))
+            await session.send(SendText(to="4915112345678", text="hi"), SendContext())
         assert (refused.value.code, refused.value.retryable) == ("not_connected", True)
         await session.disconnect()
         assert listener.calls == []  # the ConnectError was this session's close
@@ -595,26 +624,150 @@ async def test_a_failing_listener_does_not_stop_the_session(played: Harness) -> 
     assert events[1][0].text == "still here"
 
 
+PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+    "RU5ErkJggg=="
+)
+GROUP = "120363000000000001@g.us"
+MEMBER_JID = "1555000111@s.whatsapp.net"
+
+
+def remembered(message_id: str, content: Any, **fields: Any) -> SeenMessage:
+    values: dict[str, Any] = {
+        "message_id": message_id,
+        "chat": GROUP,
+        "sender": MEMBER_JID,
+        "from_me": False,
+        "timestamp": NOW,
+        "kind": MessageKind.TEXT,
+        "text": "theirs",
+        "raw": content.SerializeToString(),
+    }
+    return SeenMessage(**(values | fields))
+
+
 async def test_sends_become_neonize_messages(played: Harness) -> None:
     await played.open()
-    sent = await played.session.send(SendText(to="4915112345678", text="hi", reply_to="3EB0Q"))
+    quoted = remembered("3EB0Q", e2e.Message(conversation="theirs"))
+    send = SendText(to="4915112345678", text="hi", reply_to="3EB0Q")
+    sent = await played.session.send(send, SendContext(quoted=quoted))
     assert sent.message_id == "3EB0SENT00000000000001"
     assert sent.chat == "4915112345678@s.whatsapp.net"
     assert sent.timestamp == datetime.fromtimestamp(1_772_366_400, UTC)
     to, message = played.client.sent[0]
     assert (to.User, to.Server) == ("4915112345678", "s.whatsapp.net")
-    assert message.extendedTextMessage.contextInfo.stanzaID == "3EB0Q"
-    png = (
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
-        "RU5ErkJggg=="
-    )
-    await played.session.send(SendImage(type="image", to="120363000000000001@g.us", base64=png))
-    uploaded, _ = played.client.uploads[0]
-    assert uploaded.startswith(b"\x89PNG")
+    info = message.extendedTextMessage.contextInfo
+    assert (info.stanzaID, info.participant) == ("3EB0Q", MEMBER_JID)
+    assert info.quotedMessage.conversation == "theirs"
+    assert sent.raw is not None
+    assert e2e.Message.FromString(sent.raw) == message  # the copy to remember is what left
+    assert sent.poll_secret is None
+    png = base64.b64decode(PNG_BASE64)
+    media = PreparedMedia(png, "image/png")
+    image = SendImage(type="image", to=GROUP, base64=PNG_BASE64)
+    await played.session.send(image, SendContext(media=media))
+    uploaded, media_type = played.client.uploads[0]
+    assert uploaded == png  # what the connector prepared, as it is
+    assert media_type is MediaType.MediaImage
     to, message = played.client.sent[1]
     assert to.Server == "g.us"
     assert message.imageMessage.mimetype == "image/png"
     assert message.imageMessage.fileLength == len(uploaded)
+
+
+async def test_a_sent_poll_hands_back_its_secret(played: Harness) -> None:
+    await played.open()
+    poll = SendPoll(type="poll", to=GROUP, question="Drink?", options=["tea", "coffee"])
+    sent = await played.session.send(poll, SendContext())
+    _, message = played.client.sent[0]
+    assert message.pollCreationMessage.name == "Drink?"
+    assert sent.poll_secret is not None
+    assert len(sent.poll_secret) == 32
+    assert sent.poll_secret == message.messageContextInfo.messageSecret
+    assert sent.raw is not None
+    assert e2e.Message.FromString(sent.raw).pollCreationMessage.name == "Drink?"
+
+
+async def test_a_sent_view_once_image_is_remembered_out_of_its_wrapper(played: Harness) -> None:
+    await played.open()
+    media = PreparedMedia(base64.b64decode(PNG_BASE64), "image/png")
+    image = SendImage(type="image", to=GROUP, base64=PNG_BASE64, view_once=True)
+    sent = await played.session.send(image, SendContext(media=media))
+    _, message = played.client.sent[0]
+    assert message.viewOnceMessage.message.imageMessage.viewOnce
+    assert sent.raw is not None
+    assert e2e.Message.FromString(sent.raw) == message.viewOnceMessage.message
+
+
+@pytest.mark.parametrize(
+    ("command", "context", "part"),
+    [
+        (
+            {"type": "reaction", "message_id": "3EB0T", "emoji": "👍"},
+            SendContext(target=remembered("3EB0T", e2e.Message(conversation="x"))),
+            "reactionMessage",
+        ),
+        ({"type": "edit", "message_id": "3EB0T", "text": "fixed"}, SendContext(), "editedMessage"),
+        ({"type": "delete", "message_id": "3EB0T"}, SendContext(), "protocolMessage"),
+        (
+            {"type": "contact", "contacts": [{"name": "Bo", "phones": ["1555000111"]}]},
+            SendContext(),
+            "contactMessage",
+        ),
+        (
+            {"type": "forward", "message_id": "3EB0T"},
+            SendContext(target=remembered("3EB0T", e2e.Message(conversation="pass it on"))),
+            "extendedTextMessage",
+        ),
+        ({"type": "location", "latitude": 1.5, "longitude": 2.5}, SendContext(), "locationMessage"),
+    ],
+)
+async def test_every_kind_of_send_is_built_and_sent(
+    played: Harness, command: dict[str, Any], context: SendContext, part: str
+) -> None:
+    await played.open()
+    sent = await played.session.send(parse_send({"to": GROUP, **command}), context)
+    to, message = played.client.sent[0]
+    assert (to.User, to.Server) == ("120363000000000001", "g.us")
+    assert message.HasField(part)
+    assert sent.raw is not None
+    assert sent.poll_secret is None
+    if part == "reactionMessage":  # keyed to the reacted message's author in a group
+        assert message.reactionMessage.key.participant == MEMBER_JID
+    if part == "extendedTextMessage":
+        assert message.extendedTextMessage.contextInfo.isForwarded
+
+
+async def test_a_poll_vote_is_reported_encrypted_and_a_poll_with_its_secret(
+    played: Harness,
+) -> None:
+    await played.open()
+    secret = bytes(range(32))
+    options = [e2e.PollCreationMessage.Option(optionName=name) for name in ("tea", "coffee")]
+    poll = e2e.Message(
+        pollCreationMessage=e2e.PollCreationMessage(name="Drink?", options=options),
+        messageContextInfo=e2e.MessageContextInfo(messageSecret=secret),
+    )
+    await played.client.go(message_event(poll, message_id="3EB0POLL"))
+    key = wa_common.MessageKey(remoteJID=f"{OWN}@s.whatsapp.net", fromMe=False, ID="3EB0POLL")
+    update = e2e.PollUpdateMessage(
+        pollCreationMessageKey=key, vote=e2e.PollEncValue(encPayload=b"p" * 40, encIV=b"i" * 12)
+    )
+    await played.client.go(message_event(e2e.Message(pollUpdateMessage=update), message_id="V"))
+    await played.client.go(message_event(e2e.Message(conversation="after"), message_id="AFTER"))
+    events = await played.reported("event", 2)
+    assert [source for _, source, _ in events] == ["3EB0POLL", "AFTER"]  # the vote is not one
+    assert events[0][0].type is MessageKind.POLL
+    raw, poll_secret = played.listener.kept["3EB0POLL"]
+    assert poll_secret == secret
+    assert raw is not None
+    assert e2e.Message.FromString(raw).pollCreationMessage.name == "Drink?"
+    assert played.listener.kept["AFTER"][1] is None
+    (vote,) = played.listener.of("vote")
+    assert isinstance(vote, EncryptedVote)
+    assert (vote.message_id, vote.poll_id) == ("V", "3EB0POLL")
+    assert vote.poll_sender == f"{OWN}@s.whatsapp.net"
+    assert (vote.enc_payload, vote.enc_iv) == (b"p" * 40, b"i" * 12)
 
 
 async def test_a_dropped_connection_stops_whatsmeow_and_leaves_reconnecting_to_wabus(
@@ -701,7 +854,10 @@ async def test_a_known_device_is_resumed_by_jid_and_recorded_on_login(played: Ha
 
 async def test_commands_on_a_session_that_is_not_connected_are_refused(tmp_path: Path) -> None:
     session = NeonizeEngine(SqliteStore(tmp_path)).open_session("idle", Recorder())
-    for command in (session.logout(), session.send(SendText(to="4915112345678", text="x"))):
+    for command in (
+        session.logout(),
+        session.send(SendText(to="4915112345678", text="x"), SendContext()),
+    ):
         with pytest.raises(SendError) as refused:
             await command
         assert (refused.value.code, refused.value.retryable) == ("not_connected", True)
@@ -861,7 +1017,14 @@ async def test_the_supervisor_reconnects_after_a_drop_and_waits_out_a_ban(tmp_pa
     emitted = Emitted()
     policy = Policy(backoff_base=0.01, backoff_max=0.02)
     supervisor = SessionSupervisor(
-        "played", harness.engine, emitted, emitted.media, board, policy, "test", random.Random(1)
+        "played",
+        harness.engine,
+        emitted,
+        Inbound(emitted.media),
+        board,
+        policy,
+        "test",
+        random.Random(1),
     )
     supervisor.start()
     try:

@@ -153,7 +153,7 @@ async def test_send_status_of_an_unknown_send_is_404(client: RelayClient) -> Non
         ({"to": "5511999999999", "text": "hi", "colour": "red"}, {"colour"}),
         ({"type": "image", "to": "5511999999999"}, {"body"}),
         ({"type": "location", "to": "5511999999999", "latitude": 91, "longitude": 0}, {"latitude"}),
-        ({"type": "sticker", "to": "5511999999999"}, {"type"}),
+        ({"type": "hologram", "to": "5511999999999"}, {"type"}),
     ],
 )
 async def test_invalid_sends_get_422_naming_the_fields(

@@ -1,7 +1,9 @@
 """The SSRF guard on the paths that use it, against real parts: the guarded connector with real
-name resolution and a real local server, the connector's media fetch, and webhook endpoint
-creation on a real relay and nats-server. Every IPv6 form that embeds loopback or the metadata
-address is refused; an IPv4-mapped loopback address, allow-listed, really connects (the control).
+name resolution and a real local server, the connector's fetch of a user's URL
+(`connector.fetch.fetch_bytes`, and a media send's `connector.preparation.load_media` on top
+of it), and webhook endpoint creation on a real relay and nats-server. Every IPv6 form that
+embeds loopback or the metadata address is refused; an IPv4-mapped loopback address,
+allow-listed, really connects (the control).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from connector.engine import SendError
-from connector.engines.neonize_outbound import fetch_media
+from connector.fetch import Fetched, FetchError, fetch_bytes
+from connector.preparation import FETCH_TIMEOUT, load_media
 from relay.app import create_app
+from schemas.commands import MAX_MEDIA_BYTES, SendImage
 from tests.relay_helpers import signed
 from tests.support import running
 from wabus.settings import Settings
-from wabus.ssrf import BlockedTarget, GuardedResolver, guarded_connector
+from wabus.ssrf import BlockedTarget, GuardedResolver, Network, guarded_connector
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
@@ -96,6 +100,15 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+async def fetch(url: str, allow: tuple[Network, ...] = ()) -> Fetched:
+    """The fetch of a media send (its limit and timeouts)."""
+    return await fetch_bytes(url, allow=allow, limit=MAX_MEDIA_BYTES, timeout=FETCH_TIMEOUT)
+
+
+def image_send(url: str) -> SendImage:
+    return SendImage(type="image", to="4915112345678", url=url)
+
+
 async def test_a_name_resolving_to_loopback_is_refused_unless_allow_listed() -> None:
     async with running(Requests().app()) as url:
         by_name = url.replace("127.0.0.1", "localhost")
@@ -142,16 +155,20 @@ async def test_media_fetch_refuses_ipv6_literals_embedding_loopback_or_metadata(
     server = Requests()
     async with running(server.app()) as url:
         port = port_of(url)
-        with pytest.raises(SendError) as refused:
-            await fetch_media(f"http://[{literal}]:{port}/image.png")
+        with pytest.raises(FetchError) as refused:
+            await fetch(f"http://[{literal}]:{port}/image.png")
         assert refused.value.code == "media_blocked"
         assert "127.0.0.1" in str(refused.value) or "169.254.169.254" in str(refused.value)
-        with pytest.raises(SendError) as mapped_refused:
-            await fetch_media(f"http://[::ffff:127.0.0.1]:{port}/image.png")
+        with pytest.raises(SendError) as send_refused:  # a media send: the same refusal
+            await load_media(image_send(f"http://[{literal}]:{port}/image.png"))
+        assert (send_refused.value.code, send_refused.value.retryable) == ("media_blocked", False)
+        with pytest.raises(FetchError) as mapped_refused:
+            await fetch(f"http://[::ffff:127.0.0.1]:{port}/image.png")
         assert mapped_refused.value.code == "media_blocked"
         assert server.paths == []
-        fetched = await fetch_media(f"http://[::ffff:127.0.0.1]:{port}/image.png", LOOPBACK)
-        assert fetched == (PNG, "image/png")  # the control: the guard, not the network, refused
+        fetched = await fetch(f"http://[::ffff:127.0.0.1]:{port}/image.png", LOOPBACK)
+        # the control: the guard, not the network, refused
+        assert (fetched.data, fetched.content_type) == (PNG, "image/png")
         assert server.paths == ["/image.png"]
 
 
@@ -160,12 +177,17 @@ async def test_media_fetch_refuses_names_that_are_loopback(host: str) -> None:
     server = Requests()
     async with running(server.app()) as url:
         target = url.replace("127.0.0.1", host) + "/image.png"
-        with pytest.raises(SendError) as refused:
-            await fetch_media(target)
+        with pytest.raises(FetchError) as refused:
+            await fetch(target)
         assert refused.value.code == "media_blocked"
+        with pytest.raises(SendError) as send_refused:
+            await load_media(image_send(target))
+        assert send_refused.value.code == "media_blocked"
         assert server.paths == []
-        assert await fetch_media(target, LOOPBACK) == (PNG, "image/png")  # the control
-        assert server.paths == ["/image.png"]
+        fetched = await fetch(target, LOOPBACK)  # the control
+        assert (fetched.data, fetched.content_type) == (PNG, "image/png")
+        assert await load_media(image_send(target), LOOPBACK) == (PNG, "image/png")
+        assert server.paths == ["/image.png", "/image.png"]
 
 
 @pytest.fixture

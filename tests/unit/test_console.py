@@ -63,6 +63,12 @@ def test_media_without_text_shows_its_kind_and_failures_their_code() -> None:
 
 def test_unknown_types_show_their_data_compactly() -> None:
     assert format_event(envelope("group.joined", group="g1")).endswith('{"group":"g1"}')
+    vote = envelope("poll.vote", poll_id="P1", decrypted=True, selected=["A", "C"])
+    assert format_event(vote).endswith("in poll P1: A, C")
+    taken_back = envelope("poll.vote", poll_id="P1", decrypted=True, selected=[])
+    assert format_event(taken_back).endswith("(vote taken back)")
+    unknown = envelope("poll.vote", poll_id="P1", decrypted=False, selected=None)
+    assert format_event(unknown).endswith("(not decrypted: the poll is unknown)")
 
 
 def test_qr_is_rendered_for_the_terminal_and_pairing_is_offered() -> None:

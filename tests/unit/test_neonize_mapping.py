@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connector.engine import EncryptedVote
 from connector.engines.neonize_lib import e2e, nz, wa_common
 from connector.engines.neonize_mapping import (
     CONNECT_FAILURES,
@@ -21,13 +22,18 @@ from connector.engines.neonize_mapping import (
     login_status_reason,
     message_received,
     parse_device_jid,
+    poll_vote,
     qr_expires_at,
     receipt,
     surely_not_sent,
+    to_remember,
+    view_once,
 )
+from connector.polls import decrypt_vote, encrypt_vote, option_hash
 from connector.reasons import DisconnectReason
 from schemas.events import MessageKind, MessageReceipt, MessageReceived, ReceiptStatus
 from tests.neonize_protos import (
+    OWN,
     PEER,
     SENT_AT,
     SENT_AT_MS,
@@ -243,6 +249,218 @@ def test_ephemeral_and_view_once_are_unwrapped() -> None:
     for field in ("ephemeralMessage", "viewOnceMessage", "viewOnceMessageV2"):
         message = received(e2e.Message(**{field: e2e.FutureProofMessage(message=inner)}))
         assert (message.type, message.text) == (MessageKind.IMAGE, "once")
+
+
+@pytest.mark.parametrize(
+    "wrapper", ["viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension"]
+)
+def test_view_once_media_is_marked_view_once(wrapper: str) -> None:
+    inner = e2e.Message(
+        imageMessage=e2e.ImageMessage(caption="once", viewOnce=True, **media_fields())
+    )
+    message = received(e2e.Message(**{wrapper: e2e.FutureProofMessage(message=inner)}))
+    assert message.view_once
+    assert (message.type, message.text) == (MessageKind.IMAGE, "once")
+    assert message.media is not None
+    plain = received(e2e.Message(imageMessage=e2e.ImageMessage(caption="kept", **media_fields())))
+    assert not plain.view_once  # the control
+
+
+@pytest.mark.parametrize("part", ["imageMessage", "videoMessage", "audioMessage"])
+def test_media_flagged_view_once_without_a_wrapper_is_view_once(part: str) -> None:
+    kind = {"imageMessage": e2e.ImageMessage, "videoMessage": e2e.VideoMessage}.get(
+        part, e2e.AudioMessage
+    )
+    flagged = e2e.Message(**{part: kind(viewOnce=True, **media_fields())})
+    assert view_once(flagged)
+    assert received(flagged).view_once
+    assert not view_once(e2e.Message(**{part: kind(**media_fields())}))
+
+
+def test_a_forwarded_message_is_marked_forwarded() -> None:
+    forwarded = e2e.ContextInfo(isForwarded=True, forwardingScore=2)
+    text = e2e.ExtendedTextMessage(text="passed on", contextInfo=forwarded)
+    message = received(e2e.Message(extendedTextMessage=text))
+    assert message.forwarded
+    assert (message.type, message.text) == (MessageKind.TEXT, "passed on")
+    image = e2e.ImageMessage(caption="seen it", contextInfo=forwarded, **media_fields())
+    assert received(e2e.Message(imageMessage=image)).forwarded
+    assert not received(e2e.Message(conversation="my own words")).forwarded  # the controls
+    quote_only = e2e.ExtendedTextMessage(text="re", contextInfo=e2e.ContextInfo(stanzaID="3EB0Q"))
+    assert not received(e2e.Message(extendedTextMessage=quote_only)).forwarded
+
+
+def test_a_contacts_array_gives_each_card() -> None:
+    bo = "BEGIN:VCARD\nVERSION:3.0\nFN:Bo\nTEL;waid=1555000111:+1555000111\nEND:VCARD"
+    cy = bo.replace("Bo", "Cy").replace("1555000111", "1555000222")
+    cards = e2e.ContactsArrayMessage(
+        displayName="2 contacts",
+        contacts=[
+            e2e.ContactMessage(displayName="Bo", vcard=bo),
+            e2e.ContactMessage(displayName="Cy", vcard=cy),
+        ],
+    )
+    message = received(e2e.Message(contactsArrayMessage=cards))
+    assert message.type is MessageKind.CONTACT
+    assert [(card.display_name, card.vcard) for card in message.contacts] == [
+        ("Bo", bo),
+        ("Cy", cy),
+    ]
+    assert message.contact is not None
+    assert message.contact.vcard == f"{bo}\n{cy}"
+    single = received(e2e.Message(contactMessage=e2e.ContactMessage(displayName="Bo", vcard=bo)))
+    assert [(card.display_name, card.vcard) for card in single.contacts] == [("Bo", bo)]
+    assert single.contact == single.contacts[0]
+
+
+@pytest.mark.parametrize("animated", [True, False])
+def test_a_sticker_says_whether_it_is_animated(animated: bool) -> None:
+    sticker = e2e.StickerMessage(mimetype="image/webp", isAnimated=animated, **media_fields())
+    message = received(e2e.Message(stickerMessage=sticker))
+    assert message.type is MessageKind.STICKER
+    assert message.media is not None
+    assert message.media.animated is animated
+
+
+# -- polls: votes arrive encrypted, a poll's secret is remembered -----------------------------
+
+POLL_SECRET = bytes(range(100, 132))
+VOTE_IV = b"\x05" * 12
+OWN_JID = f"{OWN}@s.whatsapp.net"
+GROUP_JID = jid("120363000000000001", "g.us")
+
+
+def vote_event(key: Any, payload: bytes = b"p" * 40, **source_options: Any) -> Any:
+    update = e2e.PollUpdateMessage(
+        pollCreationMessageKey=key,
+        vote=e2e.PollEncValue(encPayload=payload, encIV=VOTE_IV),
+        senderTimestampMS=SENT_AT_MS,
+    )
+    return message_event(
+        e2e.Message(pollUpdateMessage=update), message_id="3EB0VOTE", **source_options
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "source_options", "chat", "voter", "poll_sender"),
+    [
+        # one-to-one: the key names the poll from the voter's side, the chat is its author
+        (
+            wa_common.MessageKey(remoteJID=OWN_JID, fromMe=False, ID="3EB0POLL"),
+            {},
+            f"{PEER}@s.whatsapp.net",
+            f"{PEER}@s.whatsapp.net",
+            OWN_JID,
+        ),
+        (
+            wa_common.MessageKey(remoteJID=f"{OWN}:12@lid", fromMe=False, ID="3EB0POLL"),
+            {"chat": jid(PEER, "lid"), "sender": jid(PEER, "lid", device=2)},
+            f"{PEER}@lid",
+            f"{PEER}@lid",
+            f"{OWN}@lid",
+        ),
+        # a group: the key's participant is the poll's author (a device part dropped)
+        (
+            wa_common.MessageKey(
+                remoteJID="120363000000000001@g.us",
+                fromMe=False,
+                ID="3EB0POLL",
+                participant=f"{OWN}:12@s.whatsapp.net",
+            ),
+            {"chat": GROUP_JID, "sender": jid("1555000111", device=4), "is_group": True},
+            "120363000000000001@g.us",
+            "1555000111@s.whatsapp.net",
+            OWN_JID,
+        ),
+        # the voter's own poll: fromMe, so the voter is its author
+        (
+            wa_common.MessageKey(remoteJID="120363000000000001@g.us", fromMe=True, ID="3EB0POLL"),
+            {"chat": GROUP_JID, "sender": jid("1555000111"), "is_group": True},
+            "120363000000000001@g.us",
+            "1555000111@s.whatsapp.net",
+            "1555000111@s.whatsapp.net",
+        ),
+    ],
+)
+def test_a_poll_update_is_an_encrypted_vote(
+    key: Any, source_options: dict[str, Any], chat: str, voter: str, poll_sender: str
+) -> None:
+    vote = poll_vote(vote_event(key, **source_options))
+    assert vote == EncryptedVote(
+        message_id="3EB0VOTE",
+        chat=chat,
+        voter=voter,
+        poll_id="3EB0POLL",
+        poll_sender=poll_sender,
+        enc_payload=b"p" * 40,
+        enc_iv=VOTE_IV,
+        timestamp=SENT_AT,
+    )
+
+
+def test_a_mapped_vote_decrypts_with_the_polls_secret() -> None:
+    """The fields the mapping reads are the ones the vote was sealed with."""
+    chosen = [option_hash("tea"), option_hash("water")]
+    voter = "1555000111@s.whatsapp.net"
+    sealed = encrypt_vote(POLL_SECRET, "3EB0POLL", OWN_JID, voter, chosen, VOTE_IV)
+    key = wa_common.MessageKey(
+        remoteJID="120363000000000001@g.us", fromMe=False, ID="3EB0POLL", participant=OWN_JID
+    )
+    event = vote_event(
+        key, sealed, chat=GROUP_JID, sender=jid("1555000111", device=7), is_group=True
+    )
+    vote = poll_vote(event)
+    assert vote is not None
+    opened = decrypt_vote(
+        POLL_SECRET, vote.poll_id, vote.poll_sender, vote.voter, vote.enc_payload, vote.enc_iv
+    )
+    assert opened == chosen
+
+
+def test_only_poll_updates_are_votes() -> None:
+    assert poll_vote(message_event(e2e.Message(conversation="not a vote"))) is None
+    options = [e2e.PollCreationMessage.Option(optionName="a")]
+    poll = e2e.Message(pollCreationMessage=e2e.PollCreationMessage(name="Q?", options=options))
+    assert poll_vote(message_event(poll)) is None
+    key = wa_common.MessageKey(remoteJID=OWN_JID, fromMe=False, ID="3EB0POLL")
+    assert poll_vote(vote_event(key)) is not None  # the control
+
+
+@pytest.mark.parametrize("field", ["pollCreationMessage", "pollCreationMessageV3"])
+def test_a_poll_is_remembered_with_its_secret(field: str) -> None:
+    options = [e2e.PollCreationMessage.Option(optionName=name) for name in ("tea", "coffee")]
+    poll = e2e.PollCreationMessage(name="Drink?", options=options, selectableOptionsCount=1)
+    content = e2e.Message(
+        **{field: poll}, messageContextInfo=e2e.MessageContextInfo(messageSecret=POLL_SECRET)
+    )
+    raw, secret = to_remember(message_event(content))
+    assert secret == POLL_SECRET
+    assert getattr(e2e.Message.FromString(raw), field) == poll
+
+
+def test_a_wrapped_poll_is_remembered_with_the_outer_secret() -> None:
+    options = [e2e.PollCreationMessage.Option(optionName="a")]
+    poll = e2e.Message(pollCreationMessage=e2e.PollCreationMessage(name="Q?", options=options))
+    wrapped = e2e.Message(
+        ephemeralMessage=e2e.FutureProofMessage(message=poll),
+        messageContextInfo=e2e.MessageContextInfo(messageSecret=POLL_SECRET),
+    )
+    raw, secret = to_remember(message_event(wrapped))
+    assert secret == POLL_SECRET
+    assert e2e.Message.FromString(raw) == poll
+
+
+def test_other_messages_are_remembered_without_a_secret_and_out_of_their_wrappers() -> None:
+    raw, secret = to_remember(message_event(e2e.Message(conversation="hello")))
+    assert (e2e.Message.FromString(raw), secret) == (e2e.Message(conversation="hello"), None)
+    inner = e2e.Message(
+        imageMessage=e2e.ImageMessage(caption="once", viewOnce=True, **media_fields())
+    )
+    once = e2e.Message(viewOnceMessage=e2e.FutureProofMessage(message=inner))
+    raw, secret = to_remember(message_event(once))
+    assert (e2e.Message.FromString(raw), secret) == (inner, None)
+    secretless = e2e.Message(pollCreationMessage=e2e.PollCreationMessage(name="Q?"))
+    assert to_remember(message_event(secretless))[1] is None
 
 
 def test_content_wabus_does_not_model_is_unknown() -> None:

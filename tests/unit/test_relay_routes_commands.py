@@ -91,7 +91,7 @@ async def test_a_bad_idempotency_key_is_400_and_publishes_nothing(
         ({"to": "5511999999999"}, {"text"}),
         ({"to": "nobody", "text": "hi"}, {"to"}),
         ({"to": "5511999999999", "text": "hi", "colour": "red"}, {"colour"}),
-        ({"type": "sticker", "to": "5511999999999"}, {"type"}),
+        ({"type": "hologram", "to": "5511999999999"}, {"type"}),
     ],
 )
 async def test_invalid_sends_are_422_naming_the_fields(

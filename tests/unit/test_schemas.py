@@ -114,7 +114,7 @@ def test_a_text_send_needs_no_type() -> None:
         ({"to": "5511999999999", "type": "image", "url": "ftp://x"}, {"url"}),
         ({"to": "5511999999999", "type": "location", "latitude": 91, "longitude": 0}, {"latitude"}),
         ({"to": "5511999999999", "type": "reaction", "emoji": "👍"}, {"message_id"}),
-        ({"to": "5511999999999", "type": "sticker"}, {"type"}),
+        ({"to": "5511999999999", "type": "hologram"}, {"type"}),
     ],
 )
 def test_send_kinds_name_the_failing_fields(payload: dict[str, object], fields: set[str]) -> None:

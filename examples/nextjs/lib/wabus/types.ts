@@ -9,7 +9,19 @@
  * via the `definition` "SendCommand".
  */
 export type SendCommand =
-  SendText | SendImage | SendVideo | SendAudio | SendDocument | SendLocation | SendReaction;
+  | SendText
+  | SendImage
+  | SendVideo
+  | SendAudio
+  | SendDocument
+  | SendLocation
+  | SendReaction
+  | SendSticker
+  | SendPoll
+  | SendEdit
+  | SendDelete
+  | SendContact
+  | SendForward;
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
  * via the `definition` "MessageKind".
@@ -48,6 +60,7 @@ export type WabusEvent =
   | ConnectionLoggedOutEvent
   | ConnectionFailedEvent
   | MessageReceivedEvent
+  | PollVoteEvent
   | MessageSentEvent
   | MessageFailedEvent
   | MessageReceiptEvent
@@ -75,11 +88,20 @@ export interface WabusSchemas {
   Pair_PhoneCommand?: Pair_PhoneCommand;
   PresenceCommand?: PresenceCommand;
   ReadCommand?: ReadCommand;
+  ContactCard?: ContactCard;
+  LinkPreview?: LinkPreview;
+  Quoted?: Quoted;
   SendAudio?: SendAudio;
+  SendContact?: SendContact;
+  SendDelete?: SendDelete;
   SendDocument?: SendDocument;
+  SendEdit?: SendEdit;
+  SendForward?: SendForward;
   SendImage?: SendImage;
   SendLocation?: SendLocation;
+  SendPoll?: SendPoll;
   SendReaction?: SendReaction;
+  SendSticker?: SendSticker;
   SendText?: SendText;
   SendVideo?: SendVideo;
   SendCommand?: SendCommand;
@@ -111,6 +133,8 @@ export interface WabusSchemas {
   MessageSent?: MessageSent;
   MessageSentEvent?: MessageSentEvent;
   Poll?: Poll;
+  PollVote?: PollVote;
+  PollVoteEvent?: PollVoteEvent;
   PresenceChat?: PresenceChat;
   PresenceChatEvent?: PresenceChatEvent;
   Reaction?: Reaction;
@@ -173,6 +197,69 @@ export interface ReadCommand {
   sender?: string | null;
 }
 /**
+ * A contact: a name and phone numbers (a vCard is made of them), or a vCard as it is.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactCard".
+ */
+export interface ContactCard {
+  name: string;
+  /**
+   * @maxItems 10
+   */
+  phones?:
+    | []
+    | [string]
+    | [string, string]
+    | [string, string, string]
+    | [string, string, string, string]
+    | [string, string, string, string, string]
+    | [string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string];
+  vcard?: string | null;
+}
+/**
+ * A link preview given by the caller, shown as is (nothing is fetched).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "LinkPreview".
+ */
+export interface LinkPreview {
+  description?: string | null;
+  /**
+   * A JPEG thumbnail, base64, at most 262144 bytes.
+   */
+  thumbnail_base64?: string | null;
+  title?: string | null;
+  /**
+   * The link the preview is for (in the text).
+   */
+  url: string;
+}
+/**
+ * What a reply shows of the message it quotes, for a message the connector has not seen
+ * (WhatsApp renders a quote from the quoted message's sender and content, not from its id).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "Quoted".
+ */
+export interface Quoted {
+  /**
+   * Phone number or JID of the quoted message's author.
+   */
+  sender: string;
+  /**
+   * Its text or caption.
+   */
+  text?: string | null;
+}
+/**
+ * Audio; with `voice` it becomes a voice note: any common format (MP3, WAV, M4A, Ogg…)
+ * is converted to Ogg/Opus mono 48 kHz with its duration and waveform.
+ *
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
  * via the `definition` "SendAudio".
  */
@@ -181,7 +268,6 @@ export interface SendAudio {
    * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
    */
   base64?: string | null;
-  caption?: string | null;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -190,7 +276,11 @@ export interface SendAudio {
   mentions?: string[];
   mimetype?: string | null;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
@@ -200,9 +290,283 @@ export interface SendAudio {
   type: "audio";
   url?: string | null;
   /**
+   * A voice note played once (needs `voice`).
+   */
+  view_once?: boolean;
+  /**
    * Send as a voice note (push-to-talk).
    */
   voice?: boolean;
+}
+/**
+ * One contact card, or several in one message.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendContact".
+ */
+export interface SendContact {
+  /**
+   * @minItems 1
+   * @maxItems 20
+   */
+  contacts:
+    | [ContactCard]
+    | [ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard, ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard]
+    | [ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard, ContactCard]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ]
+    | [
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard,
+        ContactCard
+      ];
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "contact";
+}
+/**
+ * Delete a message for everyone: our own, or (as a group admin) someone else's.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendDelete".
+ */
+export interface SendDelete {
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  message_id: string;
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  /**
+   * In groups, for someone else's message: its author. Taken from what the connector saw when left out; without either the message is taken to be our own.
+   */
+  sender?: string | null;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "delete";
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -223,7 +587,11 @@ export interface SendDocument {
   mentions?: string[];
   mimetype?: string | null;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
@@ -232,6 +600,64 @@ export interface SendDocument {
   to: string;
   type: "document";
   url?: string | null;
+}
+/**
+ * A new text for one of our own messages, within WhatsApp's 15 minutes.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendEdit".
+ */
+export interface SendEdit {
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  message_id: string;
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  text: string;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "edit";
+}
+/**
+ * Forward a message the connector has seen (received or sent, text or media, kept for
+ * `WABUS_MESSAGE_MEMORY_DAYS`); polls, reactions, edits and deletions cannot be forwarded.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendForward".
+ */
+export interface SendForward {
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  message_id: string;
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "forward";
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -251,7 +677,11 @@ export interface SendImage {
   mentions?: string[];
   mimetype?: string | null;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
@@ -260,6 +690,10 @@ export interface SendImage {
   to: string;
   type: "image";
   url?: string | null;
+  /**
+   * Shown once, then gone (view-once).
+   */
+  view_once?: boolean;
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -277,7 +711,11 @@ export interface SendLocation {
   mentions?: string[];
   name?: string | null;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
@@ -285,6 +723,54 @@ export interface SendLocation {
    */
   to: string;
   type: "location";
+}
+/**
+ * A poll; votes arrive as `poll.vote` events with the chosen option names.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendPoll".
+ */
+export interface SendPoll {
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  /**
+   * @minItems 2
+   * @maxItems 12
+   */
+  options:
+    | [string, string]
+    | [string, string, string]
+    | [string, string, string, string]
+    | [string, string, string, string, string]
+    | [string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string, string, string];
+  question: string;
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  /**
+   * How many options a voter may choose.
+   */
+  selectable_count?: number;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "poll";
 }
 /**
  * React to message `message_id` in chat `to`; an empty emoji removes the reaction.
@@ -306,14 +792,56 @@ export interface SendReaction {
   mentions?: string[];
   message_id: string;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
+   */
+  reply_to?: string | null;
+  /**
+   * In groups: the reacted message's author (WhatsApp places the reaction by it). Taken from what the connector saw when left out.
+   */
+  sender?: string | null;
+  /**
+   * Phone number in international format (digits) or a JID.
+   */
+  to: string;
+  type: "reaction";
+}
+/**
+ * A sticker from a PNG, JPEG or WebP (fitted into 512x512 WebP); an animated WebP of at
+ * most 512x512 and 500 KB is sent as it is.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "SendSticker".
+ */
+export interface SendSticker {
+  /**
+   * Standard base64 (no `data:` prefix) of 1 to 16777216 bytes.
+   */
+  base64?: string | null;
+  /**
+   * Phone numbers or JIDs to mention.
+   *
+   * @maxItems 256
+   */
+  mentions?: string[];
+  mimetype?: string | null;
+  /**
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
    * Phone number in international format (digits) or a JID.
    */
   to: string;
-  type: "reaction";
+  type: "sticker";
+  url?: string | null;
 }
 /**
  * A text message: `{"to": "<digits or JID>", "text": "…"}` (`type` may be left out).
@@ -323,13 +851,21 @@ export interface SendReaction {
  */
 export interface SendText {
   /**
+   * `true`: the connector fetches a preview of the first link in `text` (title, description, thumbnail; through the SSRF guard, 5 s and size caps; no preview when that fails); an object: this preview, nothing fetched.
+   */
+  link_preview?: boolean | LinkPreview;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
    */
   mentions?: string[];
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   text: string;
@@ -357,7 +893,11 @@ export interface SendVideo {
   mentions?: string[];
   mimetype?: string | null;
   /**
-   * WhatsApp id of a message in the chat to quote.
+   * Sender and text of the `reply_to` message, when given.
+   */
+  quoted?: Quoted | null;
+  /**
+   * WhatsApp id of a message in the chat to quote. The quote shows the message as the connector saw it; for one it has not seen, give `quoted`.
    */
   reply_to?: string | null;
   /**
@@ -366,6 +906,10 @@ export interface SendVideo {
   to: string;
   type: "video";
   url?: string | null;
+  /**
+   * Shown once, then gone (view-once).
+   */
+  view_once?: boolean;
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -562,6 +1106,10 @@ export interface Location {
  * via the `definition` "Media".
  */
 export interface Media {
+  /**
+   * An animated sticker.
+   */
+  animated?: boolean;
   filename?: string | null;
   id?: string | null;
   mimetype?: string | null;
@@ -644,7 +1192,15 @@ export interface MessageReceived {
    * JID of the chat (a person or a group).
    */
   chat: string;
+  /**
+   * A contact card; for several cards in one message, the first one's name and all vCards in one (`contacts` lists them one by one).
+   */
   contact?: Contact | null;
+  /**
+   * Every contact card.
+   */
+  contacts?: Contact[];
+  forwarded?: boolean;
   /**
    * JID of the sender.
    */
@@ -666,6 +1222,10 @@ export interface MessageReceived {
   text?: string | null;
   timestamp: string;
   type: MessageKind;
+  /**
+   * Media to be shown (or played) once.
+   */
+  view_once?: boolean;
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -721,6 +1281,46 @@ export interface MessageSentEvent {
   instance: string;
   timestamp: string;
   type: "message.sent";
+}
+/**
+ * Emitted when someone voted in a poll (or changed or took back their vote).
+ *
+ * Votes are end-to-end encrypted with a secret of the poll; the connector keeps the secret and
+ * the options of every poll it saw (sent or received) for `WABUS_MESSAGE_MEMORY_DAYS`, across
+ * restarts. `selected` holds the chosen option names in the poll's order (empty: the vote was
+ * taken back); it is null, and `decrypted` false, for a poll the connector does not know.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PollVote".
+ */
+export interface PollVote {
+  chat: string;
+  decrypted: boolean;
+  /**
+   * JID of the voter.
+   */
+  from: string;
+  /**
+   * WhatsApp's id of the vote itself.
+   */
+  message_id: string;
+  /**
+   * The poll's message id.
+   */
+  poll_id: string;
+  selected?: string[] | null;
+  timestamp: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PollVoteEvent".
+ */
+export interface PollVoteEvent {
+  data: PollVote;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "poll.vote";
 }
 /**
  * Emitted when someone starts or stops typing or recording in a chat.

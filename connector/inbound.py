@@ -1,0 +1,102 @@
+"""What a session received, on its way out: published as events, remembered, votes decrypted.
+
+Every message is published first and remembered after (`connector.memory`): the event is the
+promise, the memory a convenience for later quotes, edits, forwards and votes. A poll vote
+arrives encrypted; it is decrypted with the poll's secret and options as remembered, and
+published as `poll.vote` — with `decrypted: false` when the poll is unknown or the vote does
+not decrypt, so that no vote goes unreported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from connector.engine import EncryptedVote
+from connector.memory import MessageMemory
+from connector.polls import VoteNotDecrypted, decrypt_vote, selected_options
+from connector.seen import SeenMessage
+from schemas.envelope import EventData
+from schemas.events import MessageKind, MessageReceived, PollVote
+from wabus.logs import get_logger
+
+log = get_logger(__name__)
+
+MediaEmit = Callable[[str, EventData, str | None, bytes | None], Awaitable[None]]
+"""Publishes an event of an instance with its source id and media bytes."""
+
+NOT_REMEMBERED = frozenset({MessageKind.REACTION, MessageKind.EDIT, MessageKind.REVOKE})
+"""Messages about other messages: nothing refers back to them."""
+
+
+def seen_of(received: MessageReceived, raw: bytes | None, poll_secret: bytes | None) -> SeenMessage:
+    """What to remember of a received message."""
+    return SeenMessage(
+        message_id=received.message_id,
+        chat=received.chat,
+        sender=received.from_,
+        from_me=received.from_me,
+        timestamp=received.timestamp,
+        kind=received.type,
+        text=received.text,
+        view_once=received.view_once,
+        raw=raw,
+        poll_options=received.poll.options if received.poll is not None else [],
+        poll_secret=poll_secret,
+    )
+
+
+class Inbound:
+    """The connector's side of what sessions report as received."""
+
+    def __init__(self, emit: MediaEmit, memory: MessageMemory | None = None) -> None:
+        self._emit = emit
+        self._memory = memory
+
+    async def event(
+        self,
+        instance: str,
+        data: EventData,
+        source_id: str | None = None,
+        media: bytes | None = None,
+        raw: bytes | None = None,
+        poll_secret: bytes | None = None,
+    ) -> None:
+        await self._emit(instance, data, source_id, media)
+        if (
+            self._memory is not None
+            and isinstance(data, MessageReceived)
+            and data.type not in NOT_REMEMBERED
+        ):
+            await self._memory.remember(instance, seen_of(data, raw, poll_secret))
+
+    async def vote(self, instance: str, vote: EncryptedVote) -> None:
+        poll = None
+        if self._memory is not None:
+            poll = await self._memory.recall(instance, vote.poll_id)
+        selected: list[str] | None = None
+        if poll is None or poll.poll_secret is None:
+            log.warning("poll vote not decrypted: the poll is unknown", poll_id=vote.poll_id)
+        else:
+            try:
+                hashes = decrypt_vote(
+                    poll.poll_secret,
+                    vote.poll_id,
+                    vote.poll_sender,
+                    vote.voter,
+                    vote.enc_payload,
+                    vote.enc_iv,
+                )
+            except VoteNotDecrypted as error:
+                log.warning("poll vote not decrypted", poll_id=vote.poll_id, error=str(error))
+            else:
+                selected = selected_options(poll.poll_options, hashes)
+        data = PollVote(
+            message_id=vote.message_id,
+            poll_id=vote.poll_id,
+            chat=vote.chat,
+            from_=vote.voter,
+            decrypted=selected is not None,
+            selected=selected,
+            timestamp=vote.timestamp,
+        )
+        await self._emit(instance, data, vote.message_id, None)
