@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from connector.reasons import DisconnectReason
 from connector.seen import SeenMessage
 from schemas.commands import MarkRead, Presence, SendMessage
-from schemas.envelope import EventData
+from schemas.envelope import ContractModel, EventData
 
 if TYPE_CHECKING:  # a dataclass field's type: the fetching module stays out of the port
     from connector.link_preview import LinkPreview
@@ -103,6 +103,15 @@ class SendError(Exception):
         self.retryable = retryable
 
 
+class QueryError(Exception):
+    """A query that could not be answered; `code` is one of `schemas.queries.QUERY_ERRORS`."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
 class ConnectError(Exception):
     """A connect attempt that failed at once (the session reports later failures via `on_close`)."""
 
@@ -167,6 +176,13 @@ class EngineSession(Protocol):
     async def mark_read(self, request: MarkRead) -> None: ...
 
     async def set_presence(self, request: Presence) -> None: ...
+
+    async def query(self, name: str, request: ContractModel) -> ContractModel:
+        """Answer query `name` (`schemas.queries.QUERIES`: its request model in, its answer
+        model out); raises `QueryError`."""
+
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        """Decline a ringing call (`call.offer`)."""
 
 
 class Engine(Protocol):

@@ -22,7 +22,7 @@ from connector.metrics import ERRORS
 from connector.status import StatusBoard
 from connector.supervisor import SessionSupervisor
 from schemas.envelope import utc_now
-from schemas.instances import InstanceConfig, InstanceStatus, SessionState
+from schemas.instances import CallPolicy, InstanceConfig, InstanceStatus, SessionState
 from schemas.subjects import Topology
 from wabus.configwatch import ConfigWatch
 from wabus.leases import Leases
@@ -133,10 +133,15 @@ class InstanceManager:
             self._policy,
             self._connector_id,
             random.Random(self._rng.random()),  # noqa: S311
+            calls=lambda: self._call_policy(instance),
         )
         self.supervisors[instance] = supervisor
         supervisor.start()
         log.info("instance started", instance=instance)
+
+    def _call_policy(self, instance: str) -> CallPolicy:
+        desired = self._desired.get(instance)
+        return desired[0].calls if desired is not None else CallPolicy()
 
     def _stopped(self, instance: str) -> InstanceStatus:
         return InstanceStatus(

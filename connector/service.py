@@ -23,6 +23,7 @@ from connector.memory import MessageMemory
 from connector.pacing import Pacing
 from connector.preparation import Preparer
 from connector.publisher import EventPublisher
+from connector.queries import subscribe_queries
 from connector.sends import SendLedger
 from connector.sim_control import subscribe_sim_controls
 from connector.spool import Spool
@@ -164,9 +165,9 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         if not stop.is_set():
             await consumer.run(stop)
 
-    sim_subscription = None
+    subscriptions = [await subscribe_queries(nc, topology, instances)]
     if isinstance(engine, SimEngine):
-        sim_subscription = await subscribe_sim_controls(nc, topology, engine)
+        subscriptions.append(await subscribe_sim_controls(nc, topology, engine))
     log.info(
         "connector started",
         connector=me,
@@ -187,11 +188,15 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
                 serve_app(create_health_app(readiness), settings.host, settings.port, stop)
             )
     finally:
-        if sim_subscription is not None:
+        for subscription in subscriptions:
             try:
-                await sim_subscription.unsubscribe()
+                await subscription.unsubscribe()
             except Exception as error:  # stopping anyway: say what was not cleaned up
-                log.info("sim control subscription not unsubscribed", error=repr(error))
+                log.info(
+                    "subscription not unsubscribed",
+                    subject=subscription.subject,
+                    error=repr(error),
+                )
         await instances.close()
         await engine.close()
         await publisher.flush(within=FLUSH_AT_STOP)  # what is left is kept for the next start

@@ -27,6 +27,7 @@ from connector.engine import (
     EncryptedVote,
     Engine,
     EngineSession,
+    SendContext,
 )
 from connector.inbound import Inbound
 from connector.lifecycle import (
@@ -43,8 +44,10 @@ from connector.lifecycle import (
 from connector.metrics import ERRORS, RECONNECTS, SESSIONS
 from connector.reasons import DisconnectReason
 from connector.status import StatusBoard
+from schemas.commands import SendText
 from schemas.envelope import EventData, utc_now
 from schemas.events import (
+    CallOffered,
     ConnectionClose,
     ConnectionConnecting,
     ConnectionFailed,
@@ -53,7 +56,7 @@ from schemas.events import (
     ConnectionPairCode,
     ConnectionQR,
 )
-from schemas.instances import InstanceStatus, SessionState
+from schemas.instances import CallPolicy, InstanceStatus, SessionState
 from wabus.logs import get_logger
 
 log = get_logger(__name__)
@@ -102,6 +105,8 @@ class _Listener:
         supervisor = self._supervisor
         with structlog.contextvars.bound_contextvars(instance=supervisor.instance):
             try:
+                if isinstance(data, CallOffered):
+                    data = await supervisor.answer_call(data)
                 await supervisor.inbound.event(
                     supervisor.instance, data, source_id, media, raw, poll_secret
                 )
@@ -132,7 +137,10 @@ class SessionSupervisor:
         policy: Policy,
         connector_id: str,
         rng: random.Random | None = None,
+        calls: Callable[[], CallPolicy] = CallPolicy,
     ) -> None:
+        self.calls = calls
+        """The instance's call policy as configured now."""
         self.instance = instance
         self._engine = engine
         self._emit = emit
@@ -202,6 +210,28 @@ class SessionSupervisor:
         if state is not SessionState.OPEN or self.session is None:
             raise NotConnected(state)
         return self.session
+
+    async def answer_call(self, offer: CallOffered) -> CallOffered:
+        """Reject a ringing call when the instance's policy says so, and answer the caller with
+        its message; the offer comes back marked `rejected` when it was."""
+        policy = self.calls()
+        session = self.session
+        if not policy.reject or session is None:
+            return offer
+        try:
+            await session.reject_call(offer.from_, offer.call_id)
+        except Exception as error:  # the call rings on: say so, publish the offer as it is
+            ERRORS.labels("call_reject").inc()
+            log.warning("call not rejected", call_id=offer.call_id, error=repr(error))
+            return offer
+        log.info("call rejected", call_id=offer.call_id)
+        if policy.message:
+            try:
+                await session.send(SendText(to=offer.from_, text=policy.message), SendContext())
+            except Exception as error:  # the call was rejected all the same
+                ERRORS.labels("call_message").inc()
+                log.warning("call rejection message not sent", error=repr(error))
+        return offer.model_copy(update={"rejected": True})
 
     async def logout(self) -> None:
         session = self.session

@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from relay.auth import sign_request
+
+QUERY_READ_TIMEOUT = 65.0
+"""How long a query call (contacts, groups) waits for the relay's answer: the relay answers 504
+once `WABUS_QUERY_TIMEOUT` (60 s at most) has passed without the connector's."""
 
 
 class RelayError(Exception):
@@ -67,6 +71,7 @@ class RelayClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._query_timeout = max(timeout, QUERY_READ_TIMEOUT)
         self._key_id = key_id
         self._secret = secret
         self._clock = clock
@@ -80,8 +85,10 @@ class RelayClient:
         query: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         nonce: bool = True,
+        http_timeout: float | None = None,
     ) -> httpx.Response:
-        """Send a signed request; `query` is encoded into the signed target."""
+        """Send a signed request; `query` is encoded into the signed target. `http_timeout`
+        replaces the client's timeout for this request."""
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if nonce:
             params["nonce"] = secrets.token_urlsafe(12)
@@ -92,7 +99,11 @@ class RelayClient:
             headers["Content-Type"] = "application/json"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return await self._http.request(method, target, content=body, headers=headers)
+        if http_timeout is None:
+            return await self._http.request(method, target, content=body, headers=headers)
+        return await self._http.request(
+            method, target, content=body, headers=headers, timeout=http_timeout
+        )
 
     async def _json(self, method: str, path: str, payload: Any = None, **options: Any) -> Any:
         return _json_or_raise(await self.request(method, path, payload, **options))
@@ -219,6 +230,104 @@ class RelayClient:
         _raise_for_problem(response)
         return response.content, response.headers.get("content-type", "")
 
+    # contacts and groups: queries the connector running the instance answers (504 when none
+    # runs it, or it did not answer within the relay's WABUS_QUERY_TIMEOUT)
+    async def _query(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            method, path, payload, http_timeout=self._query_timeout
+        )
+        return result
+
+    async def check_numbers(self, instance: str, phones: list[str]) -> list[dict[str, Any]]:
+        """Which of `phones` have WhatsApp: `{"phone", "on_whatsapp", "jid"}` each, in order."""
+        answer = await self._query(
+            "POST", f"/v1/instances/{instance}/contacts/check", {"phones": phones}
+        )
+        numbers: list[dict[str, Any]] = answer["numbers"]
+        return numbers
+
+    async def contact(self, instance: str, jid: str) -> dict[str, Any]:
+        """A contact's profile, by phone number or JID."""
+        return await self._query("GET", _contact(instance, jid))
+
+    async def resolve_lid(self, instance: str, jid: str) -> dict[str, Any]:
+        """A contact's phone-number JID and LID, from either (`known`: whether both are)."""
+        return await self._query("GET", _contact(instance, jid) + "/lid")
+
+    async def block(self, instance: str, jid: str) -> dict[str, Any]:
+        return await self._query("POST", _contact(instance, jid) + "/block")
+
+    async def unblock(self, instance: str, jid: str) -> dict[str, Any]:
+        return await self._query("POST", _contact(instance, jid) + "/unblock")
+
+    async def subscribe_presence(self, instance: str, jid: str) -> dict[str, Any]:
+        """Follow a contact's presence: `presence.update` events follow."""
+        return await self._query("POST", _contact(instance, jid) + "/presence")
+
+    async def groups(self, instance: str) -> list[dict[str, Any]]:
+        """The groups the account is in, with their participants."""
+        answer = await self._query("GET", f"/v1/instances/{instance}/groups")
+        groups: list[dict[str, Any]] = answer["groups"]
+        return groups
+
+    async def create_group(
+        self, instance: str, name: str, participants: list[str]
+    ) -> dict[str, Any]:
+        return await self._query(
+            "POST",
+            f"/v1/instances/{instance}/groups",
+            {"name": name, "participants": participants},
+        )
+
+    async def group(self, instance: str, group: str) -> dict[str, Any]:
+        """A group (`<digits>@g.us`): name, settings, participants."""
+        return await self._query("GET", _group(instance, group))
+
+    async def leave_group(self, instance: str, group: str) -> dict[str, Any]:
+        return await self._query("DELETE", _group(instance, group))
+
+    async def change_participants(
+        self, instance: str, group: str, action: str, participants: list[str]
+    ) -> dict[str, Any]:
+        """`action` is `add`, `remove`, `promote` or `demote`; each participant's result."""
+        return await self._query(
+            "POST",
+            _group(instance, group) + "/participants",
+            {"action": action, "participants": participants},
+        )
+
+    async def group_invite(self, instance: str, group: str, *, revoke: bool = False) -> str:
+        """The group's invite link; with `revoke`, a new one (the old one stops working)."""
+        path = _group(instance, group) + "/invite"
+        answer = await (
+            self._query("POST", path + "/revoke") if revoke else self._query("GET", path)
+        )
+        link: str = answer["link"]
+        return link
+
+    async def join_group(self, instance: str, link: str) -> str:
+        """Join by invite link; the group's JID."""
+        answer = await self._query("POST", f"/v1/instances/{instance}/groups/join", {"link": link})
+        group: str = answer["group"]
+        return group
+
+    async def update_group(
+        self,
+        instance: str,
+        group: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        announce: bool | None = None,
+        locked: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given (`announce`: only admins send; `locked`: only admins edit)."""
+        changes = {"name": name, "description": description, "announce": announce,
+                   "locked": locked}  # fmt: skip
+        return await self._query(
+            "PATCH", _group(instance, group), {k: v for k, v in changes.items() if v is not None}
+        )
+
     # webhook deliveries
     async def deliveries(self, **filters: Any) -> dict[str, Any]:
         """A page of the delivery log (`endpoint`, `instance`, `event_id`, `outcome`, `since`,
@@ -263,6 +372,19 @@ class RelayClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _segment(value: str) -> str:
+    """A path segment: a JID's `@` and `:` as they are, anything else that needs it escaped."""
+    return quote(value, safe="@:")
+
+
+def _contact(instance: str, jid: str) -> str:
+    return f"/v1/instances/{instance}/contacts/{_segment(jid)}"
+
+
+def _group(instance: str, group: str) -> str:
+    return f"/v1/instances/{instance}/groups/{_segment(group)}"
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

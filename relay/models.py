@@ -12,12 +12,21 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from schemas.envelope import ContractModel, Timestamp
 from schemas.ids import INSTANCE_ID_PATTERN
 from schemas.instances import (
     ENDPOINT_ID_PATTERN,
+    CallPolicy,
     InstanceStatus,
     WebhookEndpoint,
     check_http_url,
@@ -93,12 +102,24 @@ class InstanceCreate(ContractModel):
     id: str = Field(pattern=INSTANCE_ID_PATTERN)
     desired_state: Literal["running", "stopped"] = "running"
     webhooks: list[WebhookEndpointIn] = Field(default_factory=list, max_length=16)
+    calls: CallPolicy = Field(
+        default_factory=lambda: CallPolicy(),
+        description="Reject calls at once (and answer the caller with `message`), or let ring.",
+    )
 
 
 class InstanceUpdate(ContractModel):
-    """Change what the connector should do with an instance (start or stop its session)."""
+    """Change what the connector should do with an instance: start or stop its session, or
+    its call policy; what is left out stays."""
 
-    desired_state: Literal["running", "stopped"]
+    desired_state: Literal["running", "stopped"] | None = None
+    calls: CallPolicy | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> InstanceUpdate:
+        if self.desired_state is None and self.calls is None:
+            raise ValueError("give `desired_state` or `calls`")
+        return self
 
 
 class WebhookEndpointView(BaseModel):
@@ -131,6 +152,7 @@ class InstanceView(BaseModel):
     id: str
     desired_state: Literal["running", "stopped"]
     webhooks: list[WebhookEndpointView]
+    calls: CallPolicy = Field(default_factory=lambda: CallPolicy())
     created_at: Timestamp
     updated_at: Timestamp
     status: InstanceStatus | None = None

@@ -137,6 +137,11 @@ class MessageReceived(EventData):
     message_id: str
     chat: str = Field(description="JID of the chat (a person or a group).")
     from_: str = Field(alias="from", description="JID of the sender.")
+    from_alt: str | None = Field(
+        default=None,
+        description="The sender's other address: the phone-number JID when `from` is a LID "
+        "(`…@lid`), the LID when it is a phone number; null when WhatsApp did not say.",
+    )
     from_me: bool
     type: MessageKind
     text: str | None = None
@@ -233,6 +238,79 @@ class PresenceChat(EventData):
     state: str = Field(description="`composing`, `recording` or `paused`.")
 
 
+class GroupJoined(EventData):
+    """Emitted when the account was added to a group or joined one (also one it created)."""
+
+    event_type = "group.joined"
+    group: str
+    name: str | None = None
+    by: str | None = Field(default=None, description="Who added the account, when known.")
+
+
+class GroupLeft(EventData):
+    """Emitted when the account left a group or was removed from it."""
+
+    event_type = "group.left"
+    group: str
+    by: str | None = None
+
+
+class GroupParticipantsChanged(EventData):
+    """Emitted when people joined, left, were added, removed, promoted or demoted."""
+
+    event_type = "group.participants"
+    group: str
+    action: str = Field(description="`add`, `remove`, `promote` or `demote`.")
+    participants: list[str]
+    by: str | None = Field(default=None, description="Who did it, when known.")
+
+
+class GroupSettingsChanged(EventData):
+    """Emitted when a group's name, description, announce-only or locked setting changed;
+    only what changed is set."""
+
+    event_type = "group.settings"
+    group: str
+    by: str | None = None
+    name: str | None = None
+    description: str | None = None
+    announce: bool | None = None
+    locked: bool | None = None
+
+
+class PresenceUpdate(EventData):
+    """Emitted for a contact whose presence is subscribed (`presence_subscribe`): online, or
+    offline with when they were last seen (when they share it)."""
+
+    event_type = "presence.update"
+    jid: str
+    online: bool
+    last_seen: Timestamp | None = None
+
+
+class CallOffered(EventData):
+    """Emitted when someone calls the account; `rejected` when the instance's `calls` setting
+    rejected it at once."""
+
+    event_type = "call.offer"
+    call_id: str
+    from_: str = Field(alias="from")
+    video: bool = False
+    group: bool = False
+    timestamp: Timestamp
+    rejected: bool = False
+
+
+class CallEnded(EventData):
+    """Emitted when a call ended (hung up, missed or rejected)."""
+
+    event_type = "call.ended"
+    call_id: str
+    from_: str = Field(alias="from")
+    reason: str | None = None
+    timestamp: Timestamp
+
+
 class WebhookEndpointDisabled(EventData):
     """Emitted by the relay when an endpoint answered 410 Gone and was disabled."""
 
@@ -258,6 +336,13 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         MessageFailed,
         MessageReceipt,
         PresenceChat,
+        PresenceUpdate,
+        GroupJoined,
+        GroupLeft,
+        GroupParticipantsChanged,
+        GroupSettingsChanged,
+        CallOffered,
+        CallEnded,
         WebhookEndpointDisabled,
     )
 }

@@ -16,6 +16,7 @@ from schemas.commands import COMMAND_MODELS
 from schemas.envelope import Envelope, EventData, RawEnvelope
 from schemas.events import EVENT_MODELS
 from schemas.instances import InstanceConfig, InstanceStatus, SendRecord
+from schemas.queries import QUERIES, QueryAnswer
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -51,6 +52,11 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     }
     for command, model in COMMAND_MODELS.items():
         files[f"commands/{command}.json"] = _schema(model, f"{command.title()}Command")
+    files["query-answer.json"] = _schema(QueryAnswer, "QueryAnswer")
+    for query, (request, answer) in QUERIES.items():
+        title = "".join(part.title() for part in query.split("_"))
+        files[f"queries/{query}.request.json"] = _schema(request, f"{title}Request")
+        files[f"queries/{query}.answer.json"] = _schema(answer, f"{title}Answer")
     for event_type, envelope in zip(EVENT_MODELS, envelopes, strict=True):
         files[f"events/{event_type}.json"] = _schema(envelope, envelope.__name__)
     return files

@@ -68,12 +68,21 @@ class WebhookEndpoint(ContractModel):
         return value
 
 
+class CallPolicy(ContractModel):
+    """What the connector does when someone calls: nothing (the phone rings), or reject the
+    call at once and, optionally, answer the caller with a text."""
+
+    reject: bool = False
+    message: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
 class InstanceConfig(ContractModel):
     """What the operator wants: the connector makes the session match it."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     desired_state: Literal["running", "stopped"] = "running"
     webhooks: list[WebhookEndpoint] = Field(default_factory=list, max_length=16)
+    calls: CallPolicy = Field(default_factory=lambda: CallPolicy())
     created_at: Timestamp
     updated_at: Timestamp
 

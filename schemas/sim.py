@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.envelope import ContractModel
+from schemas.envelope import ContractModel, Timestamp
 from schemas.events import Contact, Location, Media, MessageKind, Poll, Reaction
 
 INBOUND = "inbound"
@@ -21,6 +21,14 @@ DROP = "drop"
 """Drop the connection as a network failure would (the connector reconnects)."""
 LOGOUT = "logout"
 """Unlink the device from the phone's side: the session ends as `logged_out`."""
+CONTACTS = "contacts"
+"""Put people on the sim network (`SimContacts`): only they are on WhatsApp."""
+GROUP = "group"
+"""Make a group on the network (`SimGroup`), answered with `{"ok": true, "group": <jid>}`."""
+PRESENCE = "presence"
+"""A contact goes online or offline (`SimPresence`): `presence.update` when subscribed."""
+CALL = "call"
+"""Someone calls the account (`SimCall`): `call.offer`, rejected when the instance says so."""
 FAIL_CONNECT = "fail_connect"
 """Make the next `count` connect attempts fail (`{"count": N}`), as an unreachable network."""
 
@@ -83,3 +91,41 @@ class SimFailConnect(ContractModel):
     """Make the next `count` connect attempts fail with a network error."""
 
     count: int = Field(default=1, ge=1, le=1000)
+
+
+class SimContact(ContractModel):
+    """Someone on the sim network, by phone number, with a LID when WhatsApp would use one."""
+
+    phone: str = Field(max_length=32, pattern=r"^[0-9]{6,20}$")
+    lid: str | None = Field(default=None, max_length=64, pattern=r"^[0-9]{6,30}@lid$")
+    name: str | None = Field(default=None, max_length=256)
+    about: str | None = Field(default=None, max_length=1024)
+    business: bool = False
+
+
+class SimContacts(ContractModel):
+    contacts: list[SimContact] = Field(max_length=1000)
+
+
+class SimGroup(ContractModel):
+    """A group made by someone else; the account is in it when `member`, an admin when `admin`."""
+
+    jid: str | None = Field(default=None, max_length=64, pattern=r"^[0-9-]{6,40}@g\.us$")
+    name: str = Field(max_length=100)
+    owner: str | None = Field(default=None, max_length=64)
+    participants: list[str] = Field(default_factory=list, max_length=1000)
+    admins: list[str] = Field(default_factory=list, max_length=1000)
+    member: bool = True
+    admin: bool = False
+
+
+class SimPresence(ContractModel):
+    jid: str = Field(max_length=64)
+    online: bool
+    last_seen: Timestamp | None = None
+
+
+class SimCall(ContractModel):
+    from_: str = Field(alias="from", max_length=64)
+    call_id: str | None = Field(default=None, max_length=64)
+    video: bool = False

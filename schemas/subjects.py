@@ -32,6 +32,10 @@ class Topology:
     def command(self, instance: str, command: str) -> str:
         return f"{self.prefix}.cmd.{instance}.{command}"
 
+    def query(self, instance: str, name: str) -> str:
+        """A request that needs an answer (`schemas.queries`), to the instance's connector."""
+        return f"{self.prefix}.req.{instance}.{name}"
+
     def sim(self, instance: str, action: str) -> str:
         return f"{self.prefix}.sim.{instance}.{action}"
 

@@ -14,7 +14,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from connector.service import run_connector
 from schemas.envelope import Envelope, encode, utc_now
-from schemas.instances import InstanceConfig, InstanceStatus
+from schemas.instances import CallPolicy, InstanceConfig, InstanceStatus
 from schemas.subjects import Topology
 from tests.support import eventually, stored_envelopes
 from wabus.buckets import open_instance_buckets
@@ -26,12 +26,14 @@ async def create_instance(
     topology: Topology,
     instance: str,
     desired_state: Literal["running", "stopped"] = "running",
+    calls: CallPolicy | None = None,
 ) -> None:
     kv = (await open_instance_buckets(nc.jetstream(), topology)).config
     now = utc_now()
     config = InstanceConfig(
         id=instance,
         desired_state=desired_state,
+        calls=calls or CallPolicy(),
         created_at=now,
         updated_at=now,
     )

@@ -32,6 +32,8 @@ from relay.stores.ports import (
     Stored,
     Stores,
 )
+from relay.stores.queries import NoResponders, QueryPort
+from schemas.queries import QueryAnswer
 from wabus.settings import Settings
 
 
@@ -245,6 +247,40 @@ class FakeDeliveries:
         return self.dead_letters
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One query as the connector got it."""
+
+    instance: str
+    name: str
+    payload: dict[str, Any]
+    seconds: float
+
+
+class FakeQueries:
+    """A connector answering from `answers`, by query name: a `QueryAnswer` as it is, a dict as
+    the data of an `ok` answer, an exception (`NoResponders`, `QueryTimeout`,
+    `UnreadableAnswer`, a NATS error) raised instead. A query left out of the table has no
+    responders, as when no connector runs the instance. Every query is kept in `asked`."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, QueryAnswer | dict[str, Any] | Exception] = {}
+        self.asked: list[Asked] = []
+
+    async def ask(
+        self, instance: str, name: str, payload: dict[str, Any], seconds: float
+    ) -> QueryAnswer:
+        self.asked.append(Asked(instance, name, payload, seconds))
+        answer = self.answers.get(name)
+        if answer is None:
+            raise NoResponders(f"wa.req.{instance}.{name}")
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, QueryAnswer):
+            return answer
+        return QueryAnswer(ok=True, data=answer)
+
+
 @dataclass
 class Fakes:
     """One fake of every port; `open` is the `OpenStores` that hands them to the app."""
@@ -257,6 +293,7 @@ class Fakes:
     media: FakeMediaStore = field(default_factory=FakeMediaStore)
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
     health: FakeHealth = field(default_factory=FakeHealth)
+    queries: FakeQueries = field(default_factory=FakeQueries)
     opened: int = 0
     closed: int = 0
 
@@ -273,6 +310,7 @@ class Fakes:
                 media=self.media,
                 deliveries=self.deliveries,
                 health=self.health,
+                queries=self.queries,
             )
         finally:
             self.closed += 1
@@ -285,4 +323,5 @@ _replay: ReplayGuard = FakeReplayGuard()
 _media: MediaStore = FakeMediaStore()
 _health: BusHealth = FakeHealth()
 _deliveries: DeliveryControl = FakeDeliveries()
+_queries: QueryPort = FakeQueries()
 _log: DeliveryLog = FakeDeliveryLog()

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="WABUS_CORS_ORIGINS"
     )
     max_wait_seconds: float = Field(default=30.0, gt=0, le=120, validation_alias="WABUS_MAX_WAIT")
+    query_timeout: float = Field(
+        default=10.0, gt=0, le=60, validation_alias="WABUS_QUERY_TIMEOUT"
+    )  # how long a query route (contacts, groups) waits for the connector's answer; then 504
 
     # hostile input (issue 10): tenants' quotas, slow clients, guessers
     key_max_instances: int = Field(

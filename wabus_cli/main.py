@@ -221,6 +221,50 @@ def logout(instance: str) -> None:
     _print(call_relay(lambda c: c.logout(instance)))
 
 
+@app.command()
+def check(
+    instance: str,
+    phones: Annotated[list[str], typer.Argument(help="Phone numbers, international (up to 50).")],
+    raw: Annotated[bool, typer.Option("--json", help="Print the relay's answer as JSON.")] = False,
+) -> None:
+    """Which phone numbers have WhatsApp: one line per number, with its JID when it has one."""
+    numbers = call_relay(lambda c: c.check_numbers(instance, phones))
+    if raw:
+        _print(numbers)
+        return
+    for number in numbers:
+        if number.get("on_whatsapp"):
+            typer.echo(f"{number['phone']}\ton WhatsApp\t{number.get('jid') or ''}".rstrip())
+        else:
+            typer.echo(f"{number['phone']}\tnot on WhatsApp")
+
+
+@app.command()
+def groups(
+    instance: str,
+    raw: Annotated[bool, typer.Option("--json", help="Print the relay's answer as JSON.")] = False,
+) -> None:
+    """List the groups the instance's account is in: JID, name, participants."""
+    found = call_relay(lambda c: c.groups(instance))
+    if raw:
+        _print(found)
+        return
+    for group in found:
+        count = len(group.get("participants") or [])
+        typer.echo(f"{group['jid']}\t{group['name']}\t{count} participants")
+    if not found:
+        _say("no groups")
+
+
+@app.command()
+def group(
+    instance: str,
+    group_jid: Annotated[str, typer.Argument(help="The group's JID, <digits>@g.us.")],
+) -> None:
+    """Show a group: name, description, settings, participants."""
+    _print(call_relay(lambda c: c.group(instance, group_jid)))
+
+
 @instances_app.command("create")
 def instances_create(
     instance: str,

@@ -46,6 +46,7 @@ import structlog
 from connector.engine import (
     Account,
     ConnectError,
+    QueryError,
     SendContext,
     SendError,
     SentMessage,
@@ -86,6 +87,7 @@ from connector.engines.neonize_pairing import (
     Qr,
     RunEnded,
 )
+from connector.engines.neonize_queries import answer_query
 from connector.engines.neonize_store import (
     NeonizeStore,
     PostgresStore,
@@ -108,7 +110,7 @@ from schemas.commands import (
     SendText,
     jid_string,
 )
-from schemas.envelope import utc_now
+from schemas.envelope import ContractModel, utc_now
 from wabus.logs import get_logger
 from wabus.settings import Settings
 from wabus.ssrf import Network
@@ -129,12 +131,24 @@ STOP_WAIT = 5.0
 DRAIN_WAIT = 5.0
 """Seconds a closing session's worker gets to report what is already queued."""
 
-SUBSCRIBED_EVENTS = (nz.Message, nz.Receipt, nz.ChatPresence, nz.Connected, *FORWARDED_EVENTS)
-"""Every event a session handles: messages, receipts, presence, and the connection events a
-pairing child forwards too (plus `Connected`, which a child keeps to itself)."""
+_INBOUND_EVENTS = (
+    nz.Message,
+    nz.Receipt,
+    nz.ChatPresence,
+    nz.Presence,
+    nz.GroupInfoEvent,
+    nz.JoinedGroup,
+    nz.CallOffer,
+    nz.CallOfferNotice,
+    nz.CallTerminate,
+)
+"""Facts that are published whenever they arrive, even after the session closed: messages,
+receipts, typing, a subscribed contact's presence, group changes, calls (whatsmeow's
+`CallReject` is not passed on by neonize 0.5.2)."""
 
-_INBOUND_EVENTS = (nz.Message, nz.Receipt, nz.ChatPresence)
-"""Facts that are published whenever they arrive, even after the session closed."""
+SUBSCRIBED_EVENTS = (*_INBOUND_EVENTS, nz.Connected, *FORWARDED_EVENTS)
+"""Every event a session handles: the facts it publishes, and the connection events a pairing
+child forwards too (plus `Connected`, which a child keeps to itself)."""
 
 ClientFactory = Callable[[str, str], Any]
 """(store location, uuid) -> a `NeonizeClient`; tests pass one whose network side is faked."""
@@ -242,6 +256,7 @@ class NeonizeSession:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._remembered: str | None = None
+        self._own: frozenset[str] = frozenset()
         self._connect_lock = asyncio.Lock()
         self._log = log.bind(instance=instance)
 
@@ -464,6 +479,21 @@ class NeonizeSession:
         except NeonizeError as error:
             raise SendError("presence_failed", str(error), retryable=True) from error
 
+    async def query(self, name: str, request: ContractModel) -> ContractModel:
+        run = self._run
+        if not isinstance(run, _GoRun) or not self._logged_in:
+            raise QueryError("instance_not_open", "the WhatsApp session is not connected")
+        return await answer_query(run.client, name, request)
+
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        """Decline a ringing call; `caller` is the offer's `from` (whatsmeow drops a device
+        part)."""
+        client = self._logged_in_client()
+        try:
+            await client.reject_call(outbound.to_jid(caller), call_id)
+        except NeonizeError as error:
+            raise SendError("reject_failed", str(error), retryable=True) from error
+
     async def close(self) -> None:
         """Release everything without reporting (engine shutdown): a pairing child is killed, a
         Go client stopped if that is safe (the process is ending either way)."""
@@ -650,13 +680,17 @@ class NeonizeSession:
         if vote is not None:
             await self._guarded(self._listener.on_poll_vote(vote), "on_poll_vote")
             return
-        mapped = inbound(event)
-        if mapped is None:
+        mapped = inbound(event, self._own_addresses())
+        if not isinstance(event, nz.Message):  # no media, nothing to remember
+            for data, source_id in mapped:
+                await self._guarded(self._listener.on_event(data, source_id=source_id), "on_event")
             return
-        data, source_id = mapped
-        raw, secret = to_remember(event) if isinstance(event, nz.Message) else (None, None)
+        if not mapped:
+            return
+        [(data, source_id)] = mapped
+        raw, secret = to_remember(event)
         media: bytes | None = None
-        found = downloadable(event) if isinstance(event, nz.Message) else None
+        found = downloadable(event)
         run = self._run
         if found is not None and isinstance(run, _GoRun):
             message, size = found
@@ -673,6 +707,18 @@ class NeonizeSession:
             ),
             "on_event",
         )
+
+    def _own_addresses(self) -> frozenset[str]:
+        """The account's addresses (phone JID, LID) as neonize last said them; kept past the
+        run, for what arrives after the close."""
+        run = self._run
+        me = run.client.me if isinstance(run, _GoRun) else None
+        if me is not None:
+            jids = [me.JID, me.LID if me.HasField("LID") else None]
+            found = frozenset(jid_str(jid) for jid in jids if jid is not None and jid.User)
+            if found:
+                self._own = found
+        return self._own
 
     def _account(self) -> Account:
         run = self._run

@@ -74,11 +74,13 @@ with root_logging_kept(), popen_closed():
     from neonize.proto.waCommon import WACommon_pb2 as wa_common
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
     from neonize.utils.enum import (
+        BlocklistAction,
         ChatPresence,
         ChatPresenceMedia,
         ClientName,
         ClientType,
         MediaType,
+        ParticipantChange,
         ReceiptType,
     )
 
@@ -115,6 +117,7 @@ class NeonizeClient(NewAClient):  # type: ignore[misc]
 __all__ = [
     "EVENT_TO_INT",
     "INT_TO_EVENT",
+    "BlocklistAction",
     "ChatPresence",
     "ChatPresenceMedia",
     "ClientName",
@@ -124,6 +127,7 @@ __all__ = [
     "NeonizeClient",
     "NeonizeError",
     "NewAClient",
+    "ParticipantChange",
     "ReceiptType",
     "aio_events",
     "e2e",

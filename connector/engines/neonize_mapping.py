@@ -11,6 +11,7 @@ objects are untyped to mypy (`Any`); the functions say in their docstrings which
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,13 @@ from connector.reasons import Closure, DisconnectReason
 from schemas.commands import non_device_jid
 from schemas.envelope import EventData
 from schemas.events import (
+    CallEnded,
+    CallOffered,
     Contact,
+    GroupJoined,
+    GroupLeft,
+    GroupParticipantsChanged,
+    GroupSettingsChanged,
     Location,
     Media,
     MessageKind,
@@ -29,6 +36,7 @@ from schemas.events import (
     MessageReceived,
     Poll,
     PresenceChat,
+    PresenceUpdate,
     Reaction,
     ReceiptStatus,
 )
@@ -294,6 +302,7 @@ def message_received(event: Any) -> MessageReceived | None:
         message_id=str(info.ID),
         chat=jid_str(source.Chat),
         from_=jid_str(source.Sender),
+        from_alt=jid_str(source.SenderAlt) if source.SenderAlt.User else None,
         from_me=bool(source.IsFromMe),
         type=content.kind,
         timestamp=from_unix(int(info.Timestamp)),
@@ -414,18 +423,193 @@ def chat_presence(event: Any) -> PresenceChat:
     return PresenceChat(chat=jid_str(source.Chat), from_=jid_str(source.Sender), state=state)
 
 
-def inbound(event: Any) -> tuple[EventData, str | None] | None:
-    """Any neonize event wabus publishes, with its source id (WhatsApp's message id, which fixes
-    the envelope id so a redelivered message is deduplicated); None for the others."""
+def _seconds(value: int) -> datetime | None:
+    """A time neonize sends as Unix seconds; None for Go's zero time (a negative number) and 0,
+    which whatsmeow uses for "not said"."""
+    return from_unix(value) if value > 0 else None
+
+
+def _jid_or_none(parent: Any, field: str) -> str | None:
+    """`jid_str` of an optional JID field, None when it is unset or empty."""
+    if not parent.HasField(field):
+        return None
+    value = getattr(parent, field)
+    return jid_str(value) if value.User else None
+
+
+_PARTICIPANT_ACTIONS = (
+    ("add", "Join"),
+    ("remove", "Leave"),
+    ("promote", "Promote"),
+    ("demote", "Demote"),
+)
+"""whatsmeow's `GroupInfo` lists (its `add`/`remove`/`promote`/`demote` changes) by action."""
+
+
+def group_changes(event: Any, own: Collection[str] = ()) -> list[EventData]:
+    """A neonize `GroupInfoEv` (`Neonize_pb2.GroupInfoEvent`): `group.participants` per
+    non-empty list of people added, removed, promoted or demoted, `group.settings` with what of
+    the name, description, announce and locked settings changed. The account itself (any of
+    its addresses in `own`) added is `group.joined`, removed is `group.left`, instead of being
+    one of the participants; a deleted group is `group.left` too."""
+    group = jid_str(event.JID)
+    by = _jid_or_none(event, "Sender")
+    found: list[EventData] = []
+    left = False
+    for action, field in _PARTICIPANT_ACTIONS:
+        people = [jid_str(jid) for jid in getattr(event, field)]
+        us = action in {"add", "remove"} and any(person in own for person in people)
+        others = [person for person in people if not (us and person in own)]
+        if us and action == "add":
+            name = str(event.Name.Name) if event.HasField("Name") else ""
+            found.append(GroupJoined(group=group, name=name or None, by=by))
+        if others:
+            found.append(
+                GroupParticipantsChanged(group=group, action=action, participants=others, by=by)
+            )
+        if us and action == "remove":
+            found.append(GroupLeft(group=group, by=by))
+            left = True
+    settings = group_settings(event)
+    if settings:
+        found.append(GroupSettingsChanged(group=group, by=by, **settings))
+    if event.HasField("Delete") and event.Delete.Deleted and not left:
+        found.append(GroupLeft(group=group, by=by))
+    return found
+
+
+def group_settings(event: Any) -> dict[str, Any]:
+    """What of a group's name, description, announce-only and locked settings a `GroupInfoEv`
+    changed (a deleted description is an empty one)."""
+    changed: dict[str, Any] = {}
+    if event.HasField("Name"):
+        changed["name"] = str(event.Name.Name)
+    if event.HasField("Topic"):
+        topic = event.Topic
+        changed["description"] = "" if topic.TopicDeleted else str(topic.Topic)
+    if event.HasField("Announce"):
+        changed["announce"] = bool(event.Announce.IsAnnounce)
+    if event.HasField("Locked"):
+        changed["locked"] = bool(event.Locked.isLocked)
+    return changed
+
+
+def joined_group(event: Any) -> GroupJoined:
+    """A neonize `JoinedGroupEv` (the account created, was added to or joined a group) as
+    `group.joined`. neonize 0.5.2 does not pass whatsmeow's `Sender` on, so `by` is set only
+    when a later neonize does."""
+    info = event.GroupInfo
+    return GroupJoined(
+        group=jid_str(info.JID),
+        name=str(info.GroupName.Name) or None,
+        by=_jid_or_none(event, "Sender"),
+    )
+
+
+def presence_update(event: Any) -> PresenceUpdate:
+    """A neonize `PresenceEv` (of a subscribed contact) as `presence.update`: online, or offline
+    with the last-seen time when the contact shares it."""
+    online = not event.Unavailable
+    return PresenceUpdate(
+        jid=jid_str(event.From),
+        online=online,
+        last_seen=None if online else _seconds(int(event.LastSeen)),
+    )
+
+
+def _caller(meta: Any) -> str:
+    """Who calls: whatsmeow's `CallCreator`, else the stanza's sender (without its device)."""
+    return jid_str(meta.callCreator if meta.callCreator.User else getattr(meta, "from"))
+
+
+def _call_time(meta: Any) -> datetime:
+    return from_unix(max(int(meta.timestamp), 0))
+
+
+def _attribute(node: Any, name: str) -> str | None:
+    """A `Node` attribute as text (a JID attribute as `jid_str`), None when absent or empty."""
+    for attribute in node.Attrs:
+        if attribute.name != name:
+            continue
+        kind = attribute.WhichOneof("Value")
+        if kind == "jid":
+            return jid_str(attribute.jid) if attribute.jid.User else None
+        if kind is not None:
+            return str(getattr(attribute, kind)) or None
+    return None
+
+
+def call_offered(event: Any) -> CallOffered:
+    """A neonize `CallOfferEv` as `call.offer`. whatsmeow parses no media or group flags, so they
+    are read from the offer node it passes along: a `video` child is a video call, a `group-jid`
+    attribute, `type="group"` or a `group_info` child a group call."""
+    meta = event.basicCallMeta
+    offer = event.data
+    children = {str(child.Tag) for child in offer.Nodes}
+    group = (
+        _attribute(offer, "group-jid") is not None
+        or _attribute(offer, "type") == "group"
+        or "group_info" in children
+    )
+    return CallOffered(
+        call_id=str(meta.callID),
+        from_=_caller(meta),
+        video="video" in children,
+        group=group,
+        timestamp=_call_time(meta),
+    )
+
+
+def call_offer_notice(event: Any) -> CallOffered:
+    """A neonize `CallOfferNoticeEv` (whatsmeow's notice of a group call) as `call.offer`."""
+    meta = event.basicCallMeta
+    return CallOffered(
+        call_id=str(meta.callID),
+        from_=_caller(meta),
+        video=str(event.media) == "video",
+        group=str(event.type) == "group" or _attribute(event.data, "group-jid") is not None,
+        timestamp=_call_time(meta),
+    )
+
+
+def call_ended(event: Any) -> CallEnded:
+    """A neonize `CallTerminateEv` as `call.ended`, with WhatsApp's reason as it came."""
+    meta = event.basicCallMeta
+    return CallEnded(
+        call_id=str(meta.callID),
+        from_=_caller(meta),
+        reason=str(event.reason) or None,
+        timestamp=_call_time(meta),
+    )
+
+
+def inbound(event: Any, own: Collection[str] = ()) -> list[tuple[EventData, str | None]]:
+    """Every event wabus publishes for a neonize event, each with its source id (WhatsApp's id
+    for it, which fixes the envelope id so a redelivery is deduplicated: a message's id, a
+    call's id); empty for events wabus does not publish. `own` holds the account's addresses
+    (phone JID, LID), to tell the account joining or leaving a group from other people."""
     if isinstance(event, nz.Message):
         received = message_received(event)
-        return (received, received.message_id) if received is not None else None
+        return [(received, received.message_id)] if received is not None else []
     if isinstance(event, nz.Receipt):
         mapped = receipt(event)
-        return (mapped, None) if mapped is not None else None
+        return [(mapped, None)] if mapped is not None else []
     if isinstance(event, nz.ChatPresence):
-        return chat_presence(event), None
-    return None
+        return [(chat_presence(event), None)]
+    if isinstance(event, nz.Presence):
+        return [(presence_update(event), None)]
+    if isinstance(event, nz.GroupInfoEvent):
+        return [(data, None) for data in group_changes(event, own)]
+    if isinstance(event, nz.JoinedGroup):
+        return [(joined_group(event), None)]
+    call: CallOffered | CallEnded | None = None
+    if isinstance(event, nz.CallOffer):
+        call = call_offered(event)
+    elif isinstance(event, nz.CallOfferNotice):
+        call = call_offer_notice(event)
+    elif isinstance(event, nz.CallTerminate):
+        call = call_ended(event)
+    return [(call, call.call_id)] if call is not None else []
 
 
 def close_reason(event: Any, now: datetime) -> Closure | None:

@@ -30,28 +30,38 @@ from connector.engine import (
     Account,
     ConnectError,
     EncryptedVote,
+    QueryError,
     SendContext,
     SendError,
     SentMessage,
     SessionListener,
 )
+from connector.engines.sim_network import SimNetwork
 from connector.polls import IV_LENGTH, encrypt_vote, option_hash
 from connector.reasons import DisconnectReason
 from schemas.commands import MarkRead, Presence, SendMessage, SendPoll, jid_string
-from schemas.envelope import utc_now
-from schemas.events import MessageReceived
+from schemas.envelope import ContractModel, utc_now
+from schemas.events import CallEnded, CallOffered, MessageReceived, PresenceUpdate
 from schemas.sim import (
     ACTIVITY,
+    CALL,
+    CONTACTS,
     DROP,
     FAIL_CONNECT,
     FAIL_NEXT_SENDS,
+    GROUP,
     INBOUND,
     LOGOUT,
+    PRESENCE,
     SCAN,
     SENT,
+    SimCall,
+    SimContacts,
     SimFailConnect,
     SimFailNextSends,
+    SimGroup,
     SimInbound,
+    SimPresence,
     SimVote,
 )
 from wabus.logs import get_logger
@@ -96,6 +106,9 @@ def context_summary(context: SendContext) -> dict[str, Any]:
     return summary
 
 
+NETWORK_ACTIONS = frozenset({CONTACTS, GROUP, PRESENCE, CALL})
+
+
 class SimControlError(ValueError):
     """A sim control message that cannot be played."""
 
@@ -114,6 +127,8 @@ class SimDevice:
         self.presences: list[Presence] = []
         self.polls: dict[str, tuple[str, bytes]] = {}
         """Poll id → (author, secret) of every poll sent or played, to encrypt votes with."""
+        self.network = SimNetwork(SIM_JID)
+        """The people and groups the account sees (kept in memory only)."""
         self._log_path = log_path
         if log_path and log_path.exists():
             self.sent = [json.loads(line) for line in log_path.read_text().splitlines() if line]
@@ -245,6 +260,46 @@ class SimSession:
     async def mark_read(self, request: MarkRead) -> None:
         self.device.reads.append(request)
 
+    async def query(self, name: str, request: ContractModel) -> ContractModel:
+        if not self.is_open:
+            raise QueryError("instance_not_open", "the sim session is not open")
+        answer, events = self.device.network.answer(name, request)
+        for event in events:
+            await self._listener.on_event(event)
+        return answer
+
+    async def reject_call(self, caller: str, call_id: str) -> None:
+        self.device.network.rejected_calls.append(call_id)
+        ended = CallEnded(call_id=call_id, from_=caller, reason="rejected", timestamp=self._clock())
+        self._spawn(self._listener.on_event(ended))
+
+    async def network_control(self, action: str, payload: bytes) -> dict[str, Any]:
+        """The controls of the sim network's people, groups, presence and calls."""
+        network = self.device.network
+        if action == CONTACTS:
+            for contact in SimContacts.model_validate_json(payload).contacts:
+                network.directory.add(contact)
+        elif action == GROUP:
+            return {"ok": True, "group": network.add_group(SimGroup.model_validate_json(payload))}
+        elif action == PRESENCE:
+            presence = SimPresence.model_validate_json(payload)
+            jid = jid_string(presence.jid)
+            if jid in network.subscribed:
+                update = PresenceUpdate(
+                    jid=jid, online=presence.online, last_seen=presence.last_seen
+                )
+                await self._listener.on_event(update)
+        elif action == CALL:
+            call = SimCall.model_validate_json(payload)
+            offer = CallOffered(
+                call_id=call.call_id or whatsapp_like_id(),
+                from_=jid_string(call.from_),
+                video=call.video,
+                timestamp=self._clock(),
+            )
+            await self._listener.on_event(offer)
+        return {"ok": True}
+
     async def set_presence(self, request: Presence) -> None:
         self.device.presences.append(request)
 
@@ -279,6 +334,7 @@ class SimSession:
                 message_id=message_id,
                 chat=chat,
                 from_=sender,
+                from_alt=self.device.network.directory.other_address(sender),
                 from_me=False,
                 type=inbound.type,
                 text=text,
@@ -392,6 +448,9 @@ class SimEngine:
                     "ok": True,
                     "reads": [read.model_dump(mode="json") for read in device.reads],
                     "presences": [p.model_dump(mode="json") for p in device.presences],
+                    "blocked": sorted(device.network.blocked),
+                    "subscribed": sorted(device.network.subscribed),
+                    "rejected_calls": list(device.network.rejected_calls),
                 }
             elif action == SCAN:
                 await session.scan()
@@ -401,6 +460,8 @@ class SimEngine:
                 await session.logout()
             elif action == FAIL_CONNECT:
                 device.failing_connects = SimFailConnect.model_validate_json(payload or b"{}").count
+            elif action in NETWORK_ACTIONS:
+                return await session.network_control(action, payload)
             else:
                 raise SimControlError(f"unknown sim action {action!r}")
         except ValidationError as error:

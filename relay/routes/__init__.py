@@ -8,7 +8,18 @@ OpenAPI document), the legacy Node API, and the unsigned documentation routes.
 from starlette.routing import BaseRoute
 
 from relay.endpoints import Endpoint
-from relay.routes import chats, deliveries, instances, legacy, media, messages, session, status
+from relay.routes import (
+    chats,
+    contacts,
+    deliveries,
+    groups,
+    instances,
+    legacy,
+    media,
+    messages,
+    session,
+    status,
+)
 
 ENDPOINTS: list[Endpoint] = [
     *messages.endpoints,  # first: the hot path is matched before any other route
@@ -16,6 +27,8 @@ ENDPOINTS: list[Endpoint] = [
     *status.endpoints,
     *session.endpoints,
     *chats.endpoints,
+    *contacts.endpoints,
+    *groups.endpoints,
     *media.endpoints,
     *deliveries.endpoints,
     *legacy.endpoints,

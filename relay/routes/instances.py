@@ -58,6 +58,7 @@ def view(config: InstanceConfig, *, with_secrets: bool = False) -> InstanceView:
         id=config.id,
         desired_state=config.desired_state,
         webhooks=[WebhookEndpointView.of(e, with_secret=with_secrets) for e in config.webhooks],
+        calls=config.calls,
         created_at=config.created_at,
         updated_at=config.updated_at,
     )
@@ -86,6 +87,7 @@ async def create_instance(call: Call) -> Response:
         id=given.id,
         desired_state=given.desired_state,
         webhooks=[_endpoint(e, i, call) for i, e in enumerate(given.webhooks)],
+        calls=given.calls,
         created_at=now,
         updated_at=now,
     )
@@ -132,11 +134,14 @@ async def _replace(call: Call, config: InstanceConfig, revision: int) -> None:
 async def update_instance(call: Call) -> Response:
     change: InstanceUpdate = call.parse(_UPDATE)
     config, revision = await load_config(call.state, call.instance)
-    config = config.model_copy(
-        update={"desired_state": change.desired_state, "updated_at": utc_now()}
-    )
+    changes: dict[str, object] = {}
+    if change.desired_state is not None:
+        changes["desired_state"] = change.desired_state
+    if change.calls is not None:
+        changes["calls"] = change.calls
+    config = config.model_copy(update={**changes, "updated_at": utc_now()})
     await _replace(call, config, revision)
-    log.info("instance updated", instance=call.instance, desired_state=change.desired_state)
+    log.info("instance updated", instance=call.instance, changed=sorted(changes))
     return _json(view(config))
 
 

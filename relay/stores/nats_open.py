@@ -17,6 +17,7 @@ from relay.stores.nats_adapters import (
     NatsRecords,
 )
 from relay.stores.ports import Stores
+from relay.stores.queries import NatsQueries
 from wabus.buckets import open_instance_buckets
 from wabus.natsbus import connect, ensure_streams
 from wabus.settings import Settings
@@ -41,6 +42,7 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
         media=NatsMediaStore(js, topology.media_store),
         deliveries=deliveries,
         health=NatsHealth(nc, js, settings),
+        queries=NatsQueries(nc, topology),
     )
     stop = asyncio.Event()
     delivering = asyncio.create_task(deliveries.run(stop))

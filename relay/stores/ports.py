@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from relay.delivery.records import DeliveryLog
     from relay.delivery.states import Disabled
     from relay.delivery.targets import Target
+    from relay.stores.queries import QueryPort
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,5 @@ class Stores:
     media: MediaStore
     deliveries: DeliveryControl
     health: BusHealth
+    queries: QueryPort
+    """Queries to the connector running an instance (`relay.stores.queries`)."""

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from connector.engine import (
     ConnectError,
     EncryptedVote,
     PreparedMedia,
+    QueryError,
     SendContext,
     SendError,
 )
@@ -55,8 +57,19 @@ from connector.status import StatusBoard
 from connector.supervisor import SessionSupervisor
 from schemas.commands import MarkRead, SendImage, SendPoll, SendText, parse_send
 from schemas.envelope import EventData, utc_now
-from schemas.events import MessageKind, MessageReceipt, MessageReceived, PresenceChat
+from schemas.events import (
+    CallEnded,
+    CallOffered,
+    GroupJoined,
+    GroupParticipantsChanged,
+    MessageKind,
+    MessageReceipt,
+    MessageReceived,
+    PresenceChat,
+    PresenceUpdate,
+)
 from schemas.instances import SessionState
+from schemas.queries import GroupInfo, GroupQuery
 from schemas.subjects import Topology
 from tests.neonize_protos import (
     OWN,
@@ -67,6 +80,9 @@ from tests.neonize_protos import (
 )
 from tests.support import eventually
 from wabus.settings import Settings
+
+GetGroupInfoError = importlib.import_module("neonize.exc").GetGroupInfoError
+"""neonize's own exception (its module loaded quietly by neonize_lib above)."""
 
 OFFLINE_CONNECT_TIMEOUT = 15.0
 """An offline dial fails in milliseconds, but a DNS lookup here now and then stalls for the
@@ -450,6 +466,9 @@ class FakeWhatsApp(NeonizeClient):
         self.stopped = False
         self.stubborn = False
         self.logged_out = False
+        self.rejected: list[tuple[Any, str]] = []
+        self.group_answer: Any = None
+        """What `get_group_info` answers: a neonize `GroupInfo`, or an exception it raises."""
         self._end: asyncio.Future[str | None] | None = None
 
     async def connect(self, proxy_settings: Any = None) -> asyncio.Task[None]:
@@ -495,6 +514,14 @@ class FakeWhatsApp(NeonizeClient):
 
     async def logout(self) -> None:
         self.logged_out = True
+
+    async def reject_call(self, call_from: Any, call_id: str) -> None:
+        self.rejected.append((call_from, call_id))
+
+    async def get_group_info(self, jid: Any) -> Any:
+        if isinstance(self.group_answer, BaseException):
+            raise self.group_answer
+        return self.group_answer
 
 
 class RecordingStore(SqliteStore):
@@ -768,6 +795,164 @@ async def test_a_poll_vote_is_reported_encrypted_and_a_poll_with_its_secret(
     assert (vote.message_id, vote.poll_id) == ("V", "3EB0POLL")
     assert vote.poll_sender == f"{OWN}@s.whatsapp.net"
     assert (vote.enc_payload, vote.enc_iv) == (b"p" * 40, b"i" * 12)
+
+
+# -- queries, calls, groups and presence ------------------------------------------------------
+
+
+def group_info_proto(name: str) -> Any:
+    """A neonize `GroupInfo` as neonize's `EncodeGroupInfo` fills it."""
+    none = nz.JID(User="", Server="", RawAgent=0, Device=0, Integrator=0)
+    member = nz.JID(
+        User=MEMBER_JID.partition("@")[0],
+        Server="s.whatsapp.net",
+        RawAgent=0,
+        Device=0,
+        Integrator=0,
+    )
+    return nz.GroupInfo(
+        OwnerJID=member,
+        JID=nz.JID(User="120363000000000001", Server="g.us", RawAgent=0, Device=0, Integrator=0),
+        OwnerPN=member,
+        GroupName=nz.GroupName(Name=name, NameSetAt=1_772_366_400, NameSetBy=member),
+        GroupTopic=nz.GroupTopic(
+            Topic="", TopicID="", TopicSetAt=0, TopicSetBy=none, TopicDeleted=False
+        ),
+        GroupLocked=nz.GroupLocked(isLocked=True),
+        GroupAnnounce=nz.GroupAnnounce(IsAnnounce=False, AnnounceVersionID=""),
+        GroupEphemeral=nz.GroupEphemeral(IsEphemeral=False, DisappearingTimer=0),
+        GroupIncognito=nz.GroupIncognito(IsIncognito=False),
+        GroupParent=nz.GroupParent(IsParent=False, DefaultMembershipApprovalMode=""),
+        GroupLinkedParent=nz.GroupLinkedParent(LinkedParentJID=none),
+        GroupIsDefaultSub=nz.GroupIsDefaultSub(IsDefaultSubGroup=False),
+        GroupCreated=1_772_366_400.0,
+        ParticipantVersionID="",
+        Participants=[
+            nz.GroupParticipant(
+                JID=member,
+                LID=none,
+                PhoneNumber=member,
+                IsAdmin=True,
+                IsSuperAdmin=True,
+                DisplayName="",
+                Error=0,
+            )
+        ],
+    )
+
+
+async def test_queries_need_a_logged_in_session_and_go_through_neonize(
+    played: Harness,
+) -> None:
+    with pytest.raises(QueryError) as not_open:
+        await played.session.query("group_info", GroupQuery(group=GROUP))
+    assert not_open.value.code == "instance_not_open"
+    await played.open()
+    played.client.group_answer = group_info_proto("Team")
+    answer = await played.session.query("group_info", GroupQuery(group=GROUP))
+    assert isinstance(answer, GroupInfo)
+    assert (answer.jid, answer.name, answer.locked, answer.owner) == (
+        GROUP,
+        "Team",
+        True,
+        MEMBER_JID,
+    )
+    assert [(p.jid, p.super_admin) for p in answer.participants] == [(MEMBER_JID, True)]
+    played.client.group_answer = GetGroupInfoError("that group does not exist")
+    with pytest.raises(QueryError) as unknown:
+        await played.session.query("group_info", GroupQuery(group=GROUP))
+    assert (unknown.value.code, unknown.value.reason) == (
+        "unknown_group",
+        "that group does not exist",
+    )
+    await played.session.disconnect()
+    with pytest.raises(QueryError) as closed:
+        await played.session.query("group_info", GroupQuery(group=GROUP))
+    assert closed.value.code == "instance_not_open"
+
+
+async def test_a_call_is_rejected_through_neonize(played: Harness) -> None:
+    with pytest.raises(SendError) as not_open:
+        await played.session.reject_call(f"{OWN}@s.whatsapp.net", "CALL1")
+    assert not_open.value.code == "not_connected"
+    await played.open()
+    await played.session.reject_call("4915112345678@s.whatsapp.net", "CALL1")
+    [(caller, call_id)] = played.client.rejected
+    assert (caller.User, caller.Server, caller.Device, call_id) == (
+        "4915112345678",
+        "s.whatsapp.net",
+        0,
+        "CALL1",
+    )
+
+
+def person(user: str, server: str = "s.whatsapp.net", device: int = 0) -> Any:
+    return nz.JID(User=user, Server=server, RawAgent=0, Device=device, Integrator=0)
+
+
+def call_meta(call_id: str) -> Any:
+    return nz.BasicCallMeta(
+        **{"from": person("4915112345678", device=3)},
+        timestamp=1_772_366_400,
+        callCreator=person("4915112345678", device=3),
+        callCreatorAlt=person("", ""),
+        callID=call_id,
+    )
+
+
+async def test_group_presence_and_call_events_are_reported_in_order(played: Harness) -> None:
+    await played.open()  # the device is OWN: its addresses tell the account from others
+    group_change = nz.GroupInfoEvent(
+        JID=person("120363000000000001", "g.us"),
+        Notify="",
+        Sender=person("1555000111"),
+        Timestamp=1_772_366_400,
+        PrevParticipantsVersionID="",
+        ParticipantVersionID="",
+        JoinReason="",
+        Join=[person(OWN, device=12), person("1555000222")],
+    )
+    await played.client.go(group_change)
+    await played.client.go(
+        nz.JoinedGroup(Reason="", Type="", CreateKey="", GroupInfo=group_info_proto("Other"))
+    )
+    await played.client.go(
+        nz.Presence(From=person("4915112345678"), Unavailable=True, LastSeen=1_772_366_400)
+    )
+    offer = nz.Node(Tag="offer", Nodes=[nz.Node(Tag="audio"), nz.Node(Tag="video")])
+    await played.client.go(
+        nz.CallOffer(
+            basicCallMeta=call_meta("CALL1"),
+            callRemoteMeta=nz.CallRemoteMeta(remotePlatform="android", remoteVersion="2"),
+            data=offer,
+        )
+    )
+    await played.client.go(
+        nz.CallTerminate(
+            basicCallMeta=call_meta("CALL1"), reason="timeout", data=nz.Node(Tag="terminate")
+        )
+    )
+    await played.client.go(message_event(e2e.Message(conversation="after"), message_id="AFTER"))
+    events = await played.reported("event", 7)
+    at = datetime.fromtimestamp(1_772_366_400, UTC)
+    caller = "4915112345678@s.whatsapp.net"
+    assert [(data, source) for data, source, _ in events[:6]] == [
+        (GroupJoined(group=GROUP, by="1555000111@s.whatsapp.net"), None),
+        (
+            GroupParticipantsChanged(
+                group=GROUP,
+                action="add",
+                participants=["1555000222@s.whatsapp.net"],
+                by="1555000111@s.whatsapp.net",
+            ),
+            None,
+        ),
+        (GroupJoined(group=GROUP, name="Other"), None),
+        (PresenceUpdate(jid=caller, online=False, last_seen=at), None),
+        (CallOffered(call_id="CALL1", from_=caller, video=True, timestamp=at), "CALL1"),
+        (CallEnded(call_id="CALL1", from_=caller, reason="timeout", timestamp=at), "CALL1"),
+    ]
+    assert events[6][1] == "AFTER"
 
 
 async def test_a_dropped_connection_stops_whatsmeow_and_leaves_reconnecting_to_wabus(

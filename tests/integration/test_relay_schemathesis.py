@@ -28,7 +28,6 @@ from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 from requests.auth import AuthBase
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from relay.client import signed_headers
@@ -75,9 +74,16 @@ class WabusAuth(AuthBase):
         return request
 
 
+GATEWAY_CODES = frozenset({"connector_unavailable", "connector_timeout"})
+"""A query route's honest answer when no connector runs the instance (none does here): `504`
+with one of these codes, never a 500."""
+
+
 def refusal_problem(response: schemathesis.Response) -> str | None:
     """What is wrong with an answer by the project's rules, or None when it is fine."""
     status, text = response.status_code, response.content[:500]
+    if status == 504 and _code(response) in GATEWAY_CODES:
+        return None
     if status >= 500:
         return f"server error {status}: {text!r}"
     if status >= 400:
@@ -87,6 +93,14 @@ def refusal_problem(response: schemathesis.Response) -> str | None:
         if not json.loads(response.content).get("code"):
             return f"{status} problem without a code: {text!r}"
     return None
+
+
+def _code(response: schemathesis.Response) -> str | None:
+    try:
+        code = json.loads(response.content).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _answer(status: int, content_type: str, body: bytes) -> schemathesis.Response:
@@ -123,7 +137,6 @@ def fuzz_operation(
         before = relay.commands()
         response = send(case)
         statuses[response.status_code] += 1
-        case.validate_response(response, checks=[not_a_server_error])
         problem = refusal_problem(response)
         assert problem is None, (problem, case.as_curl_command())
         if response.status_code >= 400:
@@ -163,9 +176,12 @@ def test_schemathesis_finds_no_server_error_and_only_problems_as_refusals(relay:
     assert sum(n for status, n in statuses.items() if 200 <= status < 300) > 0
     assert by_operation["GET /v1/instances"][200] > 0, by_operation["GET /v1/instances"]
     assert by_operation["GET /v1/endpoints"][200] > 0, by_operation["GET /v1/endpoints"]
-    assert not any(status >= 500 for status in statuses)
+    assert not any(status >= 500 and status != 504 for status in statuses)
     # and the check itself tells a server error, or a refusal that is no problem, when it sees one
     assert refusal_problem(_answer(500, "application/problem+json", b'{"code": "x"}'))
+    assert refusal_problem(_answer(504, "application/problem+json", b'{"code": "x"}'))
+    gateway = b'{"code": "connector_unavailable"}'
+    assert refusal_problem(_answer(504, "application/problem+json", gateway)) is None
     assert refusal_problem(_answer(400, "text/plain", b"Invalid HTTP request received."))
     assert refusal_problem(_answer(422, "application/problem+json", b'{"detail": "x"}'))
     assert refusal_problem(_answer(422, "application/problem+json", b'{"code": "x"}')) is None

@@ -12,17 +12,25 @@ from connector.engine import EncryptedVote
 from connector.engines.neonize_lib import e2e, nz, wa_common
 from connector.engines.neonize_mapping import (
     CONNECT_FAILURES,
+    call_ended,
+    call_offer_notice,
+    call_offered,
     chat_presence,
     close_reason,
     connect_error_reason,
     device_jid_str,
     downloadable,
     from_unix,
+    group_changes,
+    group_settings,
     inbound,
+    jid_str,
+    joined_group,
     login_status_reason,
     message_received,
     parse_device_jid,
     poll_vote,
+    presence_update,
     qr_expires_at,
     receipt,
     surely_not_sent,
@@ -31,7 +39,19 @@ from connector.engines.neonize_mapping import (
 )
 from connector.polls import decrypt_vote, encrypt_vote, option_hash
 from connector.reasons import DisconnectReason
-from schemas.events import MessageKind, MessageReceipt, MessageReceived, ReceiptStatus
+from schemas.events import (
+    CallEnded,
+    CallOffered,
+    GroupJoined,
+    GroupLeft,
+    GroupParticipantsChanged,
+    GroupSettingsChanged,
+    MessageKind,
+    MessageReceipt,
+    MessageReceived,
+    PresenceUpdate,
+    ReceiptStatus,
+)
 from tests.neonize_protos import (
     OWN,
     PEER,
@@ -481,10 +501,11 @@ def test_protocol_traffic_is_not_a_message() -> None:
 
 def test_inbound_uses_the_whatsapp_id_as_source_id() -> None:
     mapped = inbound(message_event(e2e.Message(conversation="x"), message_id="3EB0SOURCE"))
-    assert mapped is not None
-    data, source_id = mapped
+    [(data, source_id)] = mapped
     assert isinstance(data, MessageReceived)
     assert source_id == "3EB0SOURCE"
+    history = e2e.ProtocolMessage(type=e2e.ProtocolMessage.HISTORY_SYNC_NOTIFICATION)
+    assert inbound(message_event(e2e.Message(protocolMessage=history))) == []
 
 
 def test_downloadable_only_for_media_with_a_location() -> None:
@@ -683,3 +704,369 @@ def test_device_jids_read_back_as_written(text: str) -> None:
     parsed = parse_device_jid(text)
     assert device_jid_str(from_go(parsed)) == text
     assert device_jid_str(jid("15550009999", device=12)) == "15550009999:12@s.whatsapp.net"
+
+
+# -- from_alt: the sender's other address --------------------------------------------------
+
+
+def with_sender_alt(event: Any, alt: Any) -> Any:
+    event.Info.MessageSource.SenderAlt.CopyFrom(alt)
+    return from_go(event)
+
+
+@pytest.mark.parametrize(
+    ("sender", "alt", "expected"),
+    [
+        (jid(PEER, device=3), jid("77665544332211", "lid", device=3), "77665544332211@lid"),
+        (jid("77665544332211", "lid"), jid(PEER), f"{PEER}@s.whatsapp.net"),
+        (jid(PEER, device=3), jid(), None),  # whatsmeow did not say
+        (jid(PEER, device=3), jid("", ""), None),  # Go's empty JID
+    ],
+)
+def test_from_alt_is_the_senders_other_address_when_whatsapp_said_it(
+    sender: Any, alt: Any, expected: str | None
+) -> None:
+    event = with_sender_alt(message_event(e2e.Message(conversation="x"), sender=sender), alt)
+    message = message_received(event)
+    assert message is not None
+    assert message.from_alt == expected
+    assert message.from_ == jid_str(sender)  # the control: `from` stays the sender
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+GROUP = "120363000000000001@g.us"
+GO_ZERO_TIME = -62135596800
+"""What Go's zero `time.Time` is in Unix seconds, as neonize sends it for "no time"."""
+OWN_LID = "99887766554433"
+MEMBER = "1555000111"
+ANOTHER = "1555000222"
+
+
+def group_event(**fields: Any) -> Any:
+    """A neonize `GroupInfoEv` as neonize's `EncodeGroupInfoEvent` fills it."""
+    return from_go(
+        nz.GroupInfoEvent(
+            JID=jid("120363000000000001", "g.us"),
+            Notify="",
+            Timestamp=int(SENT_AT.timestamp()),
+            PrevParticipantsVersionID="",
+            ParticipantVersionID="",
+            JoinReason="",
+            **fields,
+        )
+    )
+
+
+def group_name(name: str) -> Any:
+    return nz.GroupName(Name=name, NameSetAt=int(SENT_AT.timestamp()), NameSetBy=jid(PEER))
+
+
+def group_topic(text: str, *, deleted: bool = False) -> Any:
+    return nz.GroupTopic(
+        Topic=text,
+        TopicID="3EB0TOPIC",
+        TopicSetAt=int(SENT_AT.timestamp()),
+        TopicSetBy=jid(PEER),
+        TopicDeleted=deleted,
+    )
+
+
+def test_group_participant_changes_are_one_event_per_action() -> None:
+    event = group_event(
+        Sender=jid(PEER),
+        Join=[jid(MEMBER), jid("44332211", "lid")],
+        Leave=[jid(ANOTHER)],
+        Promote=[jid(MEMBER)],
+    )
+    assert group_changes(event) == [
+        GroupParticipantsChanged(
+            group=GROUP,
+            action="add",
+            participants=[f"{MEMBER}@s.whatsapp.net", "44332211@lid"],
+            by=f"{PEER}@s.whatsapp.net",
+        ),
+        GroupParticipantsChanged(
+            group=GROUP,
+            action="remove",
+            participants=[f"{ANOTHER}@s.whatsapp.net"],
+            by=f"{PEER}@s.whatsapp.net",
+        ),
+        GroupParticipantsChanged(
+            group=GROUP,
+            action="promote",
+            participants=[f"{MEMBER}@s.whatsapp.net"],
+            by=f"{PEER}@s.whatsapp.net",
+        ),
+    ]
+    demoted = group_changes(group_event(Demote=[jid(MEMBER)]))  # no sender: by is unknown
+    assert demoted == [
+        GroupParticipantsChanged(
+            group=GROUP, action="demote", participants=[f"{MEMBER}@s.whatsapp.net"]
+        )
+    ]
+
+
+OWN_ADDRESSES = frozenset({f"{OWN}@s.whatsapp.net", f"{OWN_LID}@lid"})
+
+
+@pytest.mark.parametrize("own", [jid(OWN), jid(OWN_LID, "lid")])
+def test_the_account_added_is_group_joined_and_the_others_participants(own: Any) -> None:
+    event = group_event(Sender=jid(PEER), Join=[own, jid(MEMBER)], Name=group_name("Team"))
+    joined, added, settings = group_changes(event, OWN_ADDRESSES)
+    by = f"{PEER}@s.whatsapp.net"
+    assert joined == GroupJoined(group=GROUP, name="Team", by=by)
+    assert added == GroupParticipantsChanged(
+        group=GROUP, action="add", participants=[f"{MEMBER}@s.whatsapp.net"], by=by
+    )
+    assert settings == GroupSettingsChanged(group=GROUP, by=by, name="Team")
+    alone = group_changes(group_event(Join=[own]), OWN_ADDRESSES)
+    assert alone == [GroupJoined(group=GROUP)]  # nobody else: no participants event
+    # the control: without the account's addresses it is one of the participants
+    [unknown_us] = group_changes(group_event(Join=[own]))
+    assert isinstance(unknown_us, GroupParticipantsChanged)
+    assert unknown_us.participants == [jid_str(own)]
+
+
+@pytest.mark.parametrize("own", [jid(OWN, device=12), jid(OWN_LID, "lid")])
+def test_the_account_removed_is_group_left_after_the_others(own: Any) -> None:
+    event = group_event(Sender=jid(PEER), Leave=[jid(MEMBER), own])
+    removed, left = group_changes(event, OWN_ADDRESSES)
+    by = f"{PEER}@s.whatsapp.net"
+    assert removed == GroupParticipantsChanged(
+        group=GROUP, action="remove", participants=[f"{MEMBER}@s.whatsapp.net"], by=by
+    )
+    assert left == GroupLeft(group=GROUP, by=by)
+    # promoted or demoted, the account is a participant like any other
+    [promoted] = group_changes(group_event(Promote=[own]), OWN_ADDRESSES)
+    assert promoted == GroupParticipantsChanged(
+        group=GROUP, action="promote", participants=[jid_str(own)]
+    )
+
+
+def test_a_deleted_group_is_left_once() -> None:
+    deleted = nz.GroupDelete(Deleted=True, DeletedReason="")
+    assert group_changes(group_event(Sender=jid(PEER), Delete=deleted)) == [
+        GroupLeft(group=GROUP, by=f"{PEER}@s.whatsapp.net")
+    ]
+    both = group_event(Leave=[jid(OWN)], Delete=deleted)
+    assert group_changes(both, OWN_ADDRESSES) == [GroupLeft(group=GROUP)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "changed"),
+    [
+        ({"Name": group_name("New name")}, {"name": "New name"}),
+        ({"Topic": group_topic("Rules: be kind")}, {"description": "Rules: be kind"}),
+        ({"Topic": group_topic("", deleted=True)}, {"description": ""}),
+        (
+            {"Announce": nz.GroupAnnounce(IsAnnounce=True, AnnounceVersionID="1")},
+            {"announce": True},
+        ),
+        (
+            {"Announce": nz.GroupAnnounce(IsAnnounce=False, AnnounceVersionID="2")},
+            {"announce": False},
+        ),
+        ({"Locked": nz.GroupLocked(isLocked=True)}, {"locked": True}),
+        ({"Locked": nz.GroupLocked(isLocked=False)}, {"locked": False}),
+        (
+            {"Name": group_name("Both"), "Locked": nz.GroupLocked(isLocked=True)},
+            {"name": "Both", "locked": True},
+        ),
+    ],
+)
+def test_group_settings_carry_only_what_changed(
+    fields: dict[str, Any], changed: dict[str, Any]
+) -> None:
+    [settings] = group_changes(group_event(Sender=jid(PEER), **fields))
+    assert isinstance(settings, GroupSettingsChanged)
+    unchanged = {"name": None, "description": None, "announce": None, "locked": None}
+    assert settings.model_dump(include=set(unchanged)) == unchanged | changed
+    assert (settings.group, settings.by) == (GROUP, f"{PEER}@s.whatsapp.net")
+    assert group_settings(group_event(**fields)) == changed
+
+
+def test_group_changes_wabus_does_not_model_are_no_events() -> None:
+    ephemeral = nz.GroupEphemeral(IsEphemeral=True, DisappearingTimer=86400)
+    assert group_changes(group_event(Ephemeral=ephemeral)) == []
+    assert group_changes(group_event(NewInviteLink="https://chat.whatsapp.com/AbCdEfGhIj1")) == []
+    assert inbound(group_event(Ephemeral=ephemeral)) == []
+
+
+def group_info_proto(name: str = "Team", created: int = int(SENT_AT.timestamp())) -> Any:
+    """A neonize `GroupInfo` as neonize's `EncodeGroupInfo` fills it."""
+    return nz.GroupInfo(
+        OwnerJID=jid(PEER),
+        JID=jid("120363000000000001", "g.us"),
+        OwnerPN=jid(PEER),
+        GroupName=group_name(name),
+        GroupTopic=nz.GroupTopic(
+            Topic="",
+            TopicID="",
+            TopicSetAt=GO_ZERO_TIME,
+            TopicSetBy=jid("", ""),
+            TopicDeleted=False,
+        ),
+        GroupLocked=nz.GroupLocked(isLocked=False),
+        GroupAnnounce=nz.GroupAnnounce(IsAnnounce=False, AnnounceVersionID=""),
+        GroupEphemeral=nz.GroupEphemeral(IsEphemeral=False, DisappearingTimer=0),
+        GroupIncognito=nz.GroupIncognito(IsIncognito=False),
+        GroupParent=nz.GroupParent(IsParent=False, DefaultMembershipApprovalMode=""),
+        GroupLinkedParent=nz.GroupLinkedParent(LinkedParentJID=jid("", "")),
+        GroupIsDefaultSub=nz.GroupIsDefaultSub(IsDefaultSubGroup=False),
+        GroupCreated=float(created),
+        ParticipantVersionID="",
+    )
+
+
+def joined_event(name: str = "Team", sender: Any = None) -> Any:
+    event = nz.JoinedGroup(Reason="", Type="", CreateKey="", GroupInfo=group_info_proto(name))
+    if sender is not None:
+        event.Sender.CopyFrom(sender)
+    return from_go(event)
+
+
+def test_a_joined_group_event_is_group_joined() -> None:
+    assert joined_group(joined_event()) == GroupJoined(group=GROUP, name="Team")
+    assert joined_group(joined_event("")) == GroupJoined(group=GROUP)
+    by = joined_group(joined_event(sender=jid(PEER, device=2)))  # a neonize that passes it on
+    assert by.by == f"{PEER}@s.whatsapp.net"
+    assert inbound(joined_event()) == [(GroupJoined(group=GROUP, name="Team"), None)]
+
+
+# -- presence of subscribed contacts ---------------------------------------------------------
+
+
+def presence_of(unavailable: bool, last_seen: int) -> Any:
+    return from_go(nz.Presence(From=jid(PEER), Unavailable=unavailable, LastSeen=last_seen))
+
+
+@pytest.mark.parametrize(
+    ("unavailable", "last_seen", "expected"),
+    [
+        (False, GO_ZERO_TIME, PresenceUpdate(jid=f"{PEER}@s.whatsapp.net", online=True)),
+        (
+            True,
+            int(SENT_AT.timestamp()),
+            PresenceUpdate(jid=f"{PEER}@s.whatsapp.net", online=False, last_seen=SENT_AT),
+        ),
+        # offline, last seen hidden: Go's zero time
+        (True, GO_ZERO_TIME, PresenceUpdate(jid=f"{PEER}@s.whatsapp.net", online=False)),
+        (True, 0, PresenceUpdate(jid=f"{PEER}@s.whatsapp.net", online=False)),
+    ],
+)
+def test_presence_is_online_or_offline_with_last_seen(
+    unavailable: bool, last_seen: int, expected: PresenceUpdate
+) -> None:
+    assert presence_update(presence_of(unavailable, last_seen)) == expected
+    assert inbound(presence_of(unavailable, last_seen)) == [(expected, None)]
+
+
+# -- calls -----------------------------------------------------------------------------------
+
+CALL_ID = "AB12CD34EF56AB12CD34EF56AB12CD34"
+
+
+def node(tag: str, attrs: dict[str, Any] | None = None, children: list[Any] | None = None) -> Any:
+    """A neonize `Node` as `EncodeNode` writes whatsmeow's: text and JID attributes."""
+    encoded = [
+        nz.NodeAttrs(name=name, jid=value)
+        if isinstance(value, nz.JID)
+        else nz.NodeAttrs(name=name, text=value)
+        for name, value in (attrs or {}).items()
+    ]
+    return nz.Node(Tag=tag, Attrs=encoded, Nodes=children or [], Nil=not children)
+
+
+def call_meta(creator: Any = None, sender: Any = None) -> Any:
+    return nz.BasicCallMeta(
+        **{"from": sender if sender is not None else jid(PEER, device=4)},
+        timestamp=int(SENT_AT.timestamp()),
+        callCreator=creator if creator is not None else jid(PEER, device=4),
+        callCreatorAlt=jid("", ""),
+        callID=CALL_ID,
+    )
+
+
+def offer_event(children: list[str], attrs: dict[str, Any] | None = None, **meta: Any) -> Any:
+    offer = node(
+        "offer",
+        {"call-id": CALL_ID, "call-creator": jid(PEER, device=4), **(attrs or {})},
+        [node(child) for child in children],
+    )
+    remote = nz.CallRemoteMeta(remotePlatform="android", remoteVersion="2.25.1")
+    return from_go(nz.CallOffer(basicCallMeta=call_meta(**meta), callRemoteMeta=remote, data=offer))
+
+
+@pytest.mark.parametrize(
+    ("children", "attrs", "video", "group"),
+    [
+        (["audio", "audio", "net", "encopt"], {}, False, False),
+        (["audio", "video", "net"], {}, True, False),
+        (["audio"], {"group-jid": jid("120363000000000001", "g.us")}, False, True),
+        (["audio", "video"], {"type": "group"}, True, True),
+        (["audio", "group_info"], {}, False, True),
+        (["audio"], {"type": "normal"}, False, False),
+    ],
+)
+def test_a_call_offer_reads_video_and_group_from_the_offer(
+    children: list[str], attrs: dict[str, Any], video: bool, group: bool
+) -> None:
+    offered = call_offered(offer_event(children, attrs))
+    assert offered == CallOffered(
+        call_id=CALL_ID,
+        from_=f"{PEER}@s.whatsapp.net",
+        video=video,
+        group=group,
+        timestamp=SENT_AT,
+    )
+    assert not offered.rejected  # the connector decides that
+
+
+def test_the_caller_is_the_call_creator_else_the_sender() -> None:
+    lid_caller = call_offered(offer_event(["audio"], creator=jid("4433", "lid", device=1)))
+    assert lid_caller.from_ == "4433@lid"
+    no_creator = call_offered(offer_event(["audio"], creator=jid("", ""), sender=jid(MEMBER)))
+    assert no_creator.from_ == f"{MEMBER}@s.whatsapp.net"
+
+
+def test_a_group_call_notice_is_a_call_offer() -> None:
+    notice = from_go(
+        nz.CallOfferNotice(
+            basicCallMeta=call_meta(),
+            media="video",
+            type="group",
+            data=node("offer_notice", {"media": "video", "type": "group"}),
+        )
+    )
+    assert call_offer_notice(notice) == CallOffered(
+        call_id=CALL_ID, from_=f"{PEER}@s.whatsapp.net", video=True, group=True, timestamp=SENT_AT
+    )
+    audio = nz.CallOfferNotice(
+        basicCallMeta=call_meta(), media="audio", type="", data=node("offer_notice")
+    )
+    assert (call_offer_notice(from_go(audio)).video, call_offer_notice(from_go(audio)).group) == (
+        False,
+        False,
+    )
+
+
+@pytest.mark.parametrize(("reason", "expected"), [("timeout", "timeout"), ("", None)])
+def test_a_terminated_call_is_call_ended_with_its_reason(reason: str, expected: str | None) -> None:
+    event = from_go(
+        nz.CallTerminate(basicCallMeta=call_meta(), reason=reason, data=node("terminate"))
+    )
+    ended = call_ended(event)
+    assert ended == CallEnded(
+        call_id=CALL_ID, from_=f"{PEER}@s.whatsapp.net", reason=expected, timestamp=SENT_AT
+    )
+    assert inbound(event) == [(ended, CALL_ID)]
+
+
+def test_call_events_use_the_call_id_as_source_id() -> None:
+    [(offered, source_id)] = inbound(offer_event(["audio"]))
+    assert isinstance(offered, CallOffered)
+    assert source_id == CALL_ID
+    [(changed, no_source)] = inbound(group_event(Locked=nz.GroupLocked(isLocked=True)))
+    assert isinstance(changed, GroupSettingsChanged)
+    assert no_source is None

@@ -104,6 +104,22 @@ async def test_list_shows_what_the_key_may_see_sorted_and_skips_unreadable_confi
     assert [i["id"] for i in mine["instances"]] == ["acme", "beta-1"]
 
 
+async def test_the_call_policy_is_set_at_creation_and_changed_alone(
+    relay: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    policy = {"reject": True, "message": "Please write instead."}
+    created = await create(relay, {"id": "acme", "calls": policy})
+    assert created.json()["calls"] == policy
+    assert stored(fakes, "acme").calls.reject is True
+    ringing = await signed_in_process(
+        relay, "PATCH", "/v1/instances/acme", {"calls": {"reject": False}}
+    )
+    assert ringing.json()["calls"] == {"reject": False, "message": None}
+    assert stored(fakes, "acme").desired_state == "running"  # left as it was
+    nothing = await signed_in_process(relay, "PATCH", "/v1/instances/acme", {})
+    refused(nothing, 422, "invalid_body")
+
+
 async def test_update_and_webhooks_write_over_the_revision_read(
     relay: httpx.AsyncClient, fakes: Fakes
 ) -> None:

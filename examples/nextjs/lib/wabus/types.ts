@@ -65,6 +65,13 @@ export type WabusEvent =
   | MessageFailedEvent
   | MessageReceiptEvent
   | PresenceChatEvent
+  | PresenceUpdateEvent
+  | GroupJoinedEvent
+  | GroupLeftEvent
+  | GroupParticipantsEvent
+  | GroupSettingsEvent
+  | CallOfferEvent
+  | CallEndedEvent
   | WebhookEndpointDisabledEvent;
 /**
  * The lifecycle of a session, as the connector's state machine defines it.
@@ -106,6 +113,10 @@ export interface WabusSchemas {
   SendVideo?: SendVideo;
   SendCommand?: SendCommand;
   Envelope?: Envelope;
+  CallEnded?: CallEnded;
+  CallEndedEvent?: CallEndedEvent;
+  CallOfferEvent?: CallOfferEvent;
+  CallOffered?: CallOffered;
   ConnectionClose?: ConnectionClose;
   ConnectionCloseEvent?: ConnectionCloseEvent;
   ConnectionConnecting?: ConnectionConnecting;
@@ -121,6 +132,14 @@ export interface WabusSchemas {
   ConnectionQR?: ConnectionQR;
   ConnectionQrEvent?: ConnectionQrEvent;
   Contact?: Contact;
+  GroupJoined?: GroupJoined;
+  GroupJoinedEvent?: GroupJoinedEvent;
+  GroupLeft?: GroupLeft;
+  GroupLeftEvent?: GroupLeftEvent;
+  GroupParticipantsChanged?: GroupParticipantsChanged;
+  GroupParticipantsEvent?: GroupParticipantsEvent;
+  GroupSettingsChanged?: GroupSettingsChanged;
+  GroupSettingsEvent?: GroupSettingsEvent;
   Location?: Location;
   Media?: Media;
   MessageFailed?: MessageFailed;
@@ -137,15 +156,49 @@ export interface WabusSchemas {
   PollVoteEvent?: PollVoteEvent;
   PresenceChat?: PresenceChat;
   PresenceChatEvent?: PresenceChatEvent;
+  PresenceUpdate?: PresenceUpdate;
+  PresenceUpdateEvent?: PresenceUpdateEvent;
   Reaction?: Reaction;
   ReceiptStatus?: ReceiptStatus;
   WebhookEndpointDisabled?: WebhookEndpointDisabled;
   WebhookEndpointDisabledEvent?: WebhookEndpointDisabledEvent;
   WabusEvent?: WabusEvent;
+  CallPolicy?: CallPolicy;
   WebhookEndpoint?: WebhookEndpoint;
   InstanceConfig?: InstanceConfig;
   SessionState?: SessionState;
   InstanceStatus?: InstanceStatus;
+  ContactBlockAnswer?: ContactBlockAnswer;
+  ContactBlockRequest?: ContactBlockRequest;
+  ContactProfileAnswer?: ContactProfileAnswer;
+  ContactProfileRequest?: ContactProfileRequest;
+  NumberCheck?: NumberCheck;
+  ContactsCheckAnswer?: ContactsCheckAnswer;
+  ContactsCheckRequest?: ContactsCheckRequest;
+  GroupParticipant?: GroupParticipant;
+  GroupCreateAnswer?: GroupCreateAnswer;
+  GroupCreateRequest?: GroupCreateRequest;
+  GroupInfoAnswer?: GroupInfoAnswer;
+  GroupInfoRequest?: GroupInfoRequest;
+  GroupInviteAnswer?: GroupInviteAnswer;
+  GroupInviteRequest?: GroupInviteRequest;
+  GroupJoinAnswer?: GroupJoinAnswer;
+  GroupJoinRequest?: GroupJoinRequest;
+  GroupLeaveAnswer?: GroupLeaveAnswer;
+  GroupLeaveRequest?: GroupLeaveRequest;
+  ParticipantResult?: ParticipantResult;
+  GroupParticipantsAnswer?: GroupParticipantsAnswer;
+  GroupParticipantsRequest?: GroupParticipantsRequest;
+  GroupSettingsAnswer?: GroupSettingsAnswer;
+  GroupSettingsRequest?: GroupSettingsRequest;
+  GroupInfo?: GroupInfo;
+  GroupsListAnswer?: GroupsListAnswer;
+  GroupsListRequest?: GroupsListRequest;
+  LidResolveAnswer?: LidResolveAnswer;
+  LidResolveRequest?: LidResolveRequest;
+  PresenceSubscribeAnswer?: PresenceSubscribeAnswer;
+  PresenceSubscribeRequest?: PresenceSubscribeRequest;
+  QueryAnswer?: QueryAnswer;
   SendState?: SendState;
   SendRecord?: SendRecord;
 }
@@ -925,6 +978,55 @@ export interface Envelope {
   type: string;
 }
 /**
+ * Emitted when a call ended (hung up, missed or rejected).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "CallEnded".
+ */
+export interface CallEnded {
+  call_id: string;
+  from: string;
+  reason?: string | null;
+  timestamp: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "CallEndedEvent".
+ */
+export interface CallEndedEvent {
+  data: CallEnded;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "call.ended";
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "CallOfferEvent".
+ */
+export interface CallOfferEvent {
+  data: CallOffered;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "call.offer";
+}
+/**
+ * Emitted when someone calls the account; `rejected` when the instance's `calls` setting
+ * rejected it at once.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "CallOffered".
+ */
+export interface CallOffered {
+  call_id: string;
+  from: string;
+  group?: boolean;
+  rejected?: boolean;
+  timestamp: string;
+  video?: boolean;
+}
+/**
  * Emitted when the connection dropped; `will_reconnect` tells whether wabus retries.
  *
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -1090,6 +1192,107 @@ export interface Contact {
   vcard: string;
 }
 /**
+ * Emitted when the account was added to a group or joined one (also one it created).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupJoined".
+ */
+export interface GroupJoined {
+  /**
+   * Who added the account, when known.
+   */
+  by?: string | null;
+  group: string;
+  name?: string | null;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupJoinedEvent".
+ */
+export interface GroupJoinedEvent {
+  data: GroupJoined;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "group.joined";
+}
+/**
+ * Emitted when the account left a group or was removed from it.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupLeft".
+ */
+export interface GroupLeft {
+  by?: string | null;
+  group: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupLeftEvent".
+ */
+export interface GroupLeftEvent {
+  data: GroupLeft;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "group.left";
+}
+/**
+ * Emitted when people joined, left, were added, removed, promoted or demoted.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupParticipantsChanged".
+ */
+export interface GroupParticipantsChanged {
+  /**
+   * `add`, `remove`, `promote` or `demote`.
+   */
+  action: string;
+  /**
+   * Who did it, when known.
+   */
+  by?: string | null;
+  group: string;
+  participants: string[];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupParticipantsEvent".
+ */
+export interface GroupParticipantsEvent {
+  data: GroupParticipantsChanged;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "group.participants";
+}
+/**
+ * Emitted when a group's name, description, announce-only or locked setting changed;
+ * only what changed is set.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupSettingsChanged".
+ */
+export interface GroupSettingsChanged {
+  announce?: boolean | null;
+  by?: string | null;
+  description?: string | null;
+  group: string;
+  locked?: boolean | null;
+  name?: string | null;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupSettingsEvent".
+ */
+export interface GroupSettingsEvent {
+  data: GroupSettingsChanged;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "group.settings";
+}
+/**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
  * via the `definition` "Location".
  */
@@ -1205,6 +1408,10 @@ export interface MessageReceived {
    * JID of the sender.
    */
   from: string;
+  /**
+   * The sender's other address: the phone-number JID when `from` is a LID (`…@lid`), the LID when it is a phone number; null when WhatsApp did not say.
+   */
+  from_alt?: string | null;
   from_me: boolean;
   is_group?: boolean;
   location?: Location | null;
@@ -1348,6 +1555,29 @@ export interface PresenceChatEvent {
   type: "presence.chat";
 }
 /**
+ * Emitted for a contact whose presence is subscribed (`presence_subscribe`): online, or
+ * offline with when they were last seen (when they share it).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PresenceUpdate".
+ */
+export interface PresenceUpdate {
+  jid: string;
+  last_seen?: string | null;
+  online: boolean;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PresenceUpdateEvent".
+ */
+export interface PresenceUpdateEvent {
+  data: PresenceUpdate;
+  id: string;
+  instance: string;
+  timestamp: string;
+  type: "presence.update";
+}
+/**
  * Emitted by the relay when an endpoint answered 410 Gone and was disabled.
  *
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
@@ -1368,6 +1598,17 @@ export interface WebhookEndpointDisabledEvent {
   instance: string;
   timestamp: string;
   type: "webhook.endpoint_disabled";
+}
+/**
+ * What the connector does when someone calls: nothing (the phone rings), or reject the
+ * call at once and, optionally, answer the caller with a text.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "CallPolicy".
+ */
+export interface CallPolicy {
+  message?: string | null;
+  reject?: boolean;
 }
 /**
  * A per-instance webhook endpoint with its own secret and event filter.
@@ -1399,6 +1640,7 @@ export interface WebhookEndpoint {
  * via the `definition` "InstanceConfig".
  */
 export interface InstanceConfig {
+  calls?: CallPolicy;
   created_at: string;
   desired_state?: "running" | "stopped";
   id: string;
@@ -1578,6 +1820,374 @@ export interface InstanceStatus {
   reason_code?: string | null;
   state: SessionState;
   updated_at: string;
+}
+/**
+ * A query that changes something and answers nothing more.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactBlockAnswer".
+ */
+export interface ContactBlockAnswer {
+  done: true;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactBlockRequest".
+ */
+export interface ContactBlockRequest {
+  /**
+   * `false` unblocks.
+   */
+  block?: boolean;
+  jid: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactProfileAnswer".
+ */
+export interface ContactProfileAnswer {
+  about?: string | null;
+  business?: boolean;
+  jid: string;
+  /**
+   * Its LID (`…@lid`), when known.
+   */
+  lid?: string | null;
+  /**
+   * Verified business name, when it has one.
+   */
+  name?: string | null;
+  /**
+   * Its phone-number JID, when known.
+   */
+  phone_jid?: string | null;
+  /**
+   * Expires after a while.
+   */
+  picture_url?: string | null;
+}
+/**
+ * A contact, by phone number or JID (a phone-number JID or a `…@lid`).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactProfileRequest".
+ */
+export interface ContactProfileRequest {
+  jid: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "NumberCheck".
+ */
+export interface NumberCheck {
+  /**
+   * The account's JID, when it has one.
+   */
+  jid?: string | null;
+  on_whatsapp: boolean;
+  phone: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactsCheckAnswer".
+ */
+export interface ContactsCheckAnswer {
+  numbers: NumberCheck[];
+}
+/**
+ * Which of these phone numbers have WhatsApp.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ContactsCheckRequest".
+ */
+export interface ContactsCheckRequest {
+  /**
+   * @minItems 1
+   * @maxItems 50
+   */
+  phones: [string, ...string[]];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupParticipant".
+ */
+export interface GroupParticipant {
+  admin?: boolean;
+  jid: string;
+  phone_jid?: string | null;
+  super_admin?: boolean;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupCreateAnswer".
+ */
+export interface GroupCreateAnswer {
+  /**
+   * Only admins may send.
+   */
+  announce?: boolean;
+  created_at?: string | null;
+  description?: string | null;
+  jid: string;
+  /**
+   * Only admins may edit the group's settings.
+   */
+  locked?: boolean;
+  name: string;
+  owner?: string | null;
+  participants?: GroupParticipant[];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupCreateRequest".
+ */
+export interface GroupCreateRequest {
+  name: string;
+  /**
+   * @minItems 1
+   * @maxItems 50
+   */
+  participants: [string, ...string[]];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupInfoAnswer".
+ */
+export interface GroupInfoAnswer {
+  /**
+   * Only admins may send.
+   */
+  announce?: boolean;
+  created_at?: string | null;
+  description?: string | null;
+  jid: string;
+  /**
+   * Only admins may edit the group's settings.
+   */
+  locked?: boolean;
+  name: string;
+  owner?: string | null;
+  participants?: GroupParticipant[];
+}
+/**
+ * One group, by JID.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupInfoRequest".
+ */
+export interface GroupInfoRequest {
+  /**
+   * The group's JID, `<digits>@g.us`.
+   */
+  group: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupInviteAnswer".
+ */
+export interface GroupInviteAnswer {
+  link: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupInviteRequest".
+ */
+export interface GroupInviteRequest {
+  /**
+   * The group's JID, `<digits>@g.us`.
+   */
+  group: string;
+  /**
+   * Make a new link; the old one stops working.
+   */
+  revoke?: boolean;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupJoinAnswer".
+ */
+export interface GroupJoinAnswer {
+  group: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupJoinRequest".
+ */
+export interface GroupJoinRequest {
+  link: string;
+}
+/**
+ * A query that changes something and answers nothing more.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupLeaveAnswer".
+ */
+export interface GroupLeaveAnswer {
+  done: true;
+}
+/**
+ * One group, by JID.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupLeaveRequest".
+ */
+export interface GroupLeaveRequest {
+  /**
+   * The group's JID, `<digits>@g.us`.
+   */
+  group: string;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "ParticipantResult".
+ */
+export interface ParticipantResult {
+  /**
+   * Why not, in WhatsApp's words (a code).
+   */
+  error?: string | null;
+  jid: string;
+  ok: boolean;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupParticipantsAnswer".
+ */
+export interface GroupParticipantsAnswer {
+  results: ParticipantResult[];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupParticipantsRequest".
+ */
+export interface GroupParticipantsRequest {
+  action: "add" | "remove" | "promote" | "demote";
+  /**
+   * The group's JID, `<digits>@g.us`.
+   */
+  group: string;
+  /**
+   * @minItems 1
+   * @maxItems 50
+   */
+  participants: [string, ...string[]];
+}
+/**
+ * A query that changes something and answers nothing more.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupSettingsAnswer".
+ */
+export interface GroupSettingsAnswer {
+  done: true;
+}
+/**
+ * Change what is given; what is left out stays.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupSettingsRequest".
+ */
+export interface GroupSettingsRequest {
+  announce?: boolean | null;
+  description?: string | null;
+  /**
+   * The group's JID, `<digits>@g.us`.
+   */
+  group: string;
+  locked?: boolean | null;
+  name?: string | null;
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupInfo".
+ */
+export interface GroupInfo {
+  /**
+   * Only admins may send.
+   */
+  announce?: boolean;
+  created_at?: string | null;
+  description?: string | null;
+  jid: string;
+  /**
+   * Only admins may edit the group's settings.
+   */
+  locked?: boolean;
+  name: string;
+  owner?: string | null;
+  participants?: GroupParticipant[];
+}
+/**
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupsListAnswer".
+ */
+export interface GroupsListAnswer {
+  groups: GroupInfo[];
+}
+/**
+ * The groups the account is in.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "GroupsListRequest".
+ */
+export interface GroupsListRequest {}
+/**
+ * A contact's two addresses: WhatsApp names some people by a LID (`…@lid`) instead of their
+ * phone number; `known` is false when the connector's WhatsApp session has not learnt the
+ * other one (it learns it from messages and group lists).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "LidResolveAnswer".
+ */
+export interface LidResolveAnswer {
+  jid: string;
+  known: boolean;
+  lid?: string | null;
+  phone_jid?: string | null;
+}
+/**
+ * A contact, by phone number or JID (a phone-number JID or a `…@lid`).
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "LidResolveRequest".
+ */
+export interface LidResolveRequest {
+  jid: string;
+}
+/**
+ * A query that changes something and answers nothing more.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PresenceSubscribeAnswer".
+ */
+export interface PresenceSubscribeAnswer {
+  done: true;
+}
+/**
+ * Follow a contact's online / last-seen presence: `presence.update` events follow.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "PresenceSubscribeRequest".
+ */
+export interface PresenceSubscribeRequest {
+  jid: string;
+}
+/**
+ * The reply to every query.
+ *
+ * This interface was referenced by `WabusSchemas`'s JSON-Schema
+ * via the `definition` "QueryAnswer".
+ */
+export interface QueryAnswer {
+  /**
+   * Stable, when `ok` is false.
+   */
+  code?: string | null;
+  data?: {
+    [k: string]: unknown;
+  } | null;
+  ok: boolean;
+  reason?: string | null;
 }
 /**
  * The fate of one send command, keyed `<instance>.<command id>` in the sends bucket.
