@@ -76,6 +76,8 @@ class SendContext:
     preview: LinkPreview | None = None
     quoted: SeenMessage | None = None
     target: SeenMessage | None = None
+    mentions: tuple[str, ...] = ()
+    """Everyone to mention: the send's `mentions`, and with `mention_all` every participant."""
 
 
 @dataclass(frozen=True)

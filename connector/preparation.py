@@ -19,7 +19,14 @@ from datetime import datetime, timedelta
 import aiohttp
 import magic
 
-from connector.engine import PreparedMedia, SendContext, SendError, SentMessage
+from connector.engine import (
+    EngineSession,
+    PreparedMedia,
+    QueryError,
+    SendContext,
+    SendError,
+    SentMessage,
+)
 from connector.fetch import FetchError, fetch_bytes
 from connector.link_preview import LinkPreview, fetch_preview, first_url
 from connector.memory import MessageMemory
@@ -44,6 +51,7 @@ from schemas.commands import (
 )
 from schemas.envelope import utc_now
 from schemas.events import MessageKind
+from schemas.queries import GroupInfo, GroupQuery
 from wabus.conversion import ConversionError
 from wabus.ssrf import Network
 from wabus.stickers import to_sticker
@@ -217,6 +225,16 @@ def sent_seen(
     )
 
 
+async def participants(session: EngineSession, group: str) -> list[str]:
+    """Every participant of `group`, to mention them all; its refusal is the send's."""
+    try:
+        info = await session.query("group_info", GroupQuery(group=group))
+    except QueryError as error:
+        raise SendError(error.code, error.reason) from error
+    assert isinstance(info, GroupInfo)
+    return [participant.jid for participant in info.participants]
+
+
 class Preparer:
     """Prepares sends and remembers what was sent, for one connector."""
 
@@ -229,7 +247,9 @@ class Preparer:
             return None
         return await self._memory.recall(instance, message_id)
 
-    async def prepare(self, instance: str, message: SendMessage) -> SendContext:
+    async def prepare(
+        self, instance: str, message: SendMessage, session: EngineSession
+    ) -> SendContext:
         target = None
         if isinstance(message, SendReaction | SendEdit | SendDelete | SendForward):
             target = await self._recall(instance, message.message_id)
@@ -244,7 +264,16 @@ class Preparer:
                 preview = given_preview(message.link_preview)
             elif message.link_preview and (url := first_url(message.text)) is not None:
                 preview = await fetch_preview(url, allow=self._allow)
-        return SendContext(media=media, preview=preview, quoted=quoted, target=target)
+        mentions = [jid_string(jid) for jid in message.mentions]
+        if message.mention_all:
+            mentions += await participants(session, message.to)
+        return SendContext(
+            media=media,
+            preview=preview,
+            quoted=quoted,
+            target=target,
+            mentions=tuple(dict.fromkeys(mentions)),
+        )
 
     async def remember_sent(
         self, instance: str, message: SendMessage, sent: SentMessage, context: SendContext

@@ -143,7 +143,7 @@ class SendExecutor:
     ) -> EngineAnswer:
         started = time.perf_counter()
         try:
-            context = await self._preparer.prepare(key[0], request)
+            context = await self._preparer.prepare(key[0], request, session)
             sent = await session.send(request, context)
         except SendError as error:
             return error

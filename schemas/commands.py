@@ -144,6 +144,11 @@ class _Send(ContractModel):
     mentions: list[Recipient] = Field(
         default_factory=list, max_length=256, description="Phone numbers or JIDs to mention."
     )
+    mention_all: bool = Field(
+        default=False,
+        description="In a group: mention every participant (each is notified; the text need "
+        "not name them).",
+    )
 
     @field_validator("to")
     @classmethod
@@ -154,6 +159,8 @@ class _Send(ContractModel):
     def _quote_needs_reply_to(self) -> _Send:
         if self.quoted is not None and self.reply_to is None:
             raise ValueError("`quoted` describes the `reply_to` message: give `reply_to` too")
+        if self.mention_all and not self.to.endswith("@g.us"):
+            raise ValueError("`mention_all` needs a group as `to` (`<digits>@g.us`)")
         return self
 
 

@@ -10,6 +10,8 @@ runs it. Any NATS service may ask; the relay turns queries into HTTP routes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -18,6 +20,7 @@ from schemas.commands import Recipient, normalise_phone
 from schemas.envelope import ContractModel, Timestamp
 
 GROUP_SERVER = "g.us"
+MAX_PHOTO_BYTES = 1024 * 1024
 MAX_BATCH = 50
 """Phone numbers per check, participants per change: WhatsApp's own requests stay small."""
 
@@ -187,6 +190,25 @@ class GroupSettings(_Group):
     description: str | None = Field(default=None, max_length=2048)
     announce: bool | None = None
     locked: bool | None = None
+    photo_base64: str | None = Field(
+        default=None,
+        max_length=(MAX_PHOTO_BYTES * 4) // 3 + 4,
+        description=f"A new group photo: a JPEG (WhatsApp's format), base64, at most "
+        f"{MAX_PHOTO_BYTES} bytes.",
+    )
+
+    @field_validator("photo_base64")
+    @classmethod
+    def _photo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(f"expected standard base64 of a JPEG: {error}") from error
+        if not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_PHOTO_BYTES:
+            raise ValueError(f"expected a JPEG of at most {MAX_PHOTO_BYTES} bytes")
+        return value
 
 
 # -- the wire -------------------------------------------------------------------------------

@@ -99,9 +99,10 @@ def quoted_content(seen: SeenMessage) -> Any:
 def context_info(message: SendMessage, context: SendContext, own_jid: str | None) -> Any | None:
     """The ContextInfo carrying a quote and mentions; None when there is neither."""
     quoted = context.quoted
-    if message.reply_to is None and not message.mentions:
+    mentions = list(context.mentions) or [jid_string(item) for item in message.mentions]
+    if message.reply_to is None and not mentions:
         return None
-    info = e2e.ContextInfo(mentionedJID=[jid_string(item) for item in message.mentions])
+    info = e2e.ContextInfo(mentionedJID=mentions)
     if message.reply_to is not None:
         info.stanzaID = message.reply_to
         if quoted is not None:

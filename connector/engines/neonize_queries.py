@@ -17,6 +17,7 @@ never asked of WhatsApp: `lid_resolve` says `known: false` when the store has no
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -307,6 +308,8 @@ def settings_calls(request: GroupSettings) -> list[tuple[str, tuple[Any, ...]]]:
         calls.append(("set_group_announce", (request.announce,)))
     if request.locked is not None:
         calls.append(("set_group_locked", (request.locked,)))
+    if request.photo_base64 is not None:
+        calls.append(("set_group_photo", (base64.b64decode(request.photo_base64),)))
     return calls
 
 

@@ -100,6 +100,8 @@ def context_summary(context: SendContext) -> dict[str, Any]:
             "description": preview.description,
             "thumbnail_size": len(preview.thumbnail) if preview.thumbnail else 0,
         }
+    if context.mentions:
+        summary["mentions"] = list(context.mentions)
     for name, seen in (("quoted", context.quoted), ("target", context.target)):
         if seen is not None:
             summary[name] = seen.model_dump(mode="json", exclude={"raw", "poll_secret"})

@@ -10,6 +10,7 @@ would send (`group.participants`, `group.settings`, `group.joined`, `group.left`
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass, field
 
@@ -63,6 +64,7 @@ class _Group:
     announce: bool = False
     locked: bool = False
     invite: str = field(default_factory=lambda: secrets.token_urlsafe(16).replace("-", "a"))
+    photo: bytes | None = None
 
     def info(self, directory: SimDirectory) -> GroupInfo:
         return GroupInfo(
@@ -279,8 +281,10 @@ class SimNetwork:
 
     def _group_settings(self, request: GroupSettings) -> tuple[ContractModel, list[EventData]]:
         group = self._admin_group(request.group)
-        changes = request.model_dump(exclude={"group"}, exclude_none=True)
+        changes = request.model_dump(exclude={"group", "photo_base64"}, exclude_none=True)
         for name, value in changes.items():
             setattr(group, name, value)
+        if request.photo_base64 is not None:
+            group.photo = base64.b64decode(request.photo_base64)
         event = GroupSettingsChanged(group=group.jid, by=self.me, **changes)
         return Done(), [event] if changes else []

@@ -246,3 +246,23 @@ async def test_a_lid_sender_carries_its_phone_jid_when_known(
     assert received["L1"]["from_alt"] == f"{ANA}@s.whatsapp.net"
     assert received["L2"]["from_alt"] is None  # unknown mapping: said so, not guessed
     assert received["L3"]["from_alt"] == ANA_LID
+
+
+async def test_a_send_that_mentions_everyone_names_each_participant(
+    acme: None, nc: NATS, settings: Settings
+) -> None:
+    group = (await ok(nc, settings, "group_create", {"name": "All", "participants": [ANA, BO]}))[
+        "jid"
+    ]
+    data = {"to": group, "text": "meeting now", "mention_all": True}
+    await cs.publish_command(nc, settings.topology, "acme", "all-1", data)
+
+    async def sent() -> list[dict[str, Any]]:
+        return list((await cs.sim(nc, settings.topology, "acme", "sent"))["sent"])
+
+    entry = (await eventually(sent, timeout=10))[0]
+    assert entry["context"]["mentions"] == [
+        "15550000000@s.whatsapp.net",
+        f"{ANA}@s.whatsapp.net",
+        f"{BO}@s.whatsapp.net",
+    ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from connector.engine import PreparedMedia, SendError, SentMessage
+from connector.engine import PreparedMedia, QueryError, SendError, SentMessage
 from connector.memory import MessageMemory
 from connector.preparation import (
     DEFAULT_MIMETYPE,
@@ -36,6 +37,7 @@ from schemas.commands import (
     parse_send,
 )
 from schemas.events import MessageKind
+from schemas.queries import GroupInfo, GroupParticipant
 from tests.media_samples import image_bytes, wav_tone
 from wabus.voice import to_voice_note
 
@@ -54,7 +56,7 @@ def b64(data: bytes) -> str:
 
 
 def send(**fields: Any) -> SendMessage:
-    return parse_send({"to": PEER, **fields})
+    return parse_send({"to": PEER} | fields)
 
 
 def seen(**fields: Any) -> SeenMessage:
@@ -403,7 +405,7 @@ async def test_the_preparer_finds_the_target_and_the_quote() -> None:
     quoted = seen(message_id="3EB0QUOTED", text="what they said")
     prepare, memory = preparer(target, quoted)
     reaction = send(type="reaction", message_id="3EB0TARGET", emoji="👍", reply_to="3EB0QUOTED")
-    context = await prepare.prepare("acme", reaction)
+    context = await prepare.prepare("acme", reaction, SESSION)
     assert (context.target, context.quoted) == (target, quoted)
     assert (context.media, context.preview) == (None, None)
     assert memory.recalled == ["3EB0TARGET", "3EB0QUOTED"]
@@ -414,18 +416,20 @@ async def test_the_preparer_applies_the_rules_to_what_it_recalled() -> None:
     mine = seen(message_id="3EB0MINE", from_me=True, timestamp=datetime.now(UTC), raw=b"\n\x02hi")
     prepare, _ = preparer(theirs, mine)
     with pytest.raises(SendError) as refused:
-        await prepare.prepare("acme", send(type="edit", message_id="3EB0THEIRS", text="x"))
+        await prepare.prepare("acme", send(type="edit", message_id="3EB0THEIRS", text="x"), SESSION)
     assert refused.value.code == "not_own_message"
     with pytest.raises(SendError) as unknown:
-        await prepare.prepare("acme", send(type="forward", message_id="3EB0NEVER"))
+        await prepare.prepare("acme", send(type="forward", message_id="3EB0NEVER"), SESSION)
     assert unknown.value.code == "message_unknown"
     with pytest.raises(SendError) as no_copy:
-        await prepare.prepare("acme", send(type="forward", message_id="3EB0THEIRS"))
+        await prepare.prepare("acme", send(type="forward", message_id="3EB0THEIRS"), SESSION)
     assert no_copy.value.code == "not_forwardable"
     # the controls: our own fresh message may be edited and forwarded
-    edit = await prepare.prepare("acme", send(type="edit", message_id="3EB0MINE", text="x"))
+    edit = await prepare.prepare(
+        "acme", send(type="edit", message_id="3EB0MINE", text="x"), SESSION
+    )
     assert edit.target == mine
-    forward = await prepare.prepare("acme", send(type="forward", message_id="3EB0MINE"))
+    forward = await prepare.prepare("acme", send(type="forward", message_id="3EB0MINE"), SESSION)
     assert forward.target == mine
 
 
@@ -437,13 +441,13 @@ async def test_the_preparer_without_a_memory_uses_what_the_caller_said() -> None
         quoted={"sender": "1555000111", "text": "said"},
         link_preview={"url": "https://example.com/a", "title": "A", "thumbnail_base64": b64(b"j")},
     )
-    context = await prepare.prepare("acme", message)
+    context = await prepare.prepare("acme", message, SESSION)
     assert context.quoted is not None
     assert (context.quoted.sender, context.quoted.text) == ("1555000111@s.whatsapp.net", "said")
     assert context.preview is not None
     assert (context.preview.url, context.preview.title) == ("https://example.com/a", "A")
     assert (context.preview.description, context.preview.thumbnail) == (None, b"j")
-    media = await prepare.prepare("acme", send(type="image", base64=b64(PNG)))
+    media = await prepare.prepare("acme", send(type="image", base64=b64(PNG)), SESSION)
     assert media.media == PreparedMedia(PNG, "image/png")
     assert (media.quoted, media.preview, media.target) == (None, None, None)
 
@@ -451,12 +455,59 @@ async def test_the_preparer_without_a_memory_uses_what_the_caller_said() -> None
 async def test_the_preparer_remembers_what_was_sent() -> None:
     prepare, memory = preparer()
     message = send(text="kept")
-    context = await prepare.prepare("acme", message)
+    context = await prepare.prepare("acme", message, SESSION)
     await prepare.remember_sent("acme", message, SENT, context)
     assert memory.kept[("acme", "3EB0SENT")].text == "kept"
     reaction = send(type="reaction", message_id="3EB0SENT", emoji="👍")
     react_sent = SentMessage("3EB0REACT", PEER_JID, NOW)
     await prepare.remember_sent(
-        "acme", reaction, react_sent, await prepare.prepare("acme", reaction)
+        "acme", reaction, react_sent, await prepare.prepare("acme", reaction, SESSION)
     )
     assert ("acme", "3EB0REACT") not in memory.kept
+
+
+class GroupsSession:
+    """The one thing preparation asks of a session: a group's participants."""
+
+    groups: ClassVar[dict[str, list[str]]] = {
+        "120363000000000001@g.us": ["1555000111@s.whatsapp.net", "1555000222@s.whatsapp.net"]
+    }
+
+    async def query(self, name: str, request: Any) -> Any:
+        assert name == "group_info"
+        members = self.groups.get(request.group)
+        if members is None:
+            raise QueryError("unknown_group", f"no group {request.group}")
+        return GroupInfo(
+            jid=request.group, name="g", participants=[GroupParticipant(jid=j) for j in members]
+        )
+
+
+SESSION: Any = GroupsSession()
+
+
+async def test_mention_all_mentions_every_participant_once() -> None:
+    prepare = Preparer(None)
+    message = send(
+        to="120363000000000001@g.us",
+        text="all hands",
+        mention_all=True,
+        mentions=["1555000111", "1555000999"],
+    )
+    context = await prepare.prepare("acme", message, SESSION)
+    assert context.mentions == (
+        "1555000111@s.whatsapp.net",
+        "1555000999@s.whatsapp.net",
+        "1555000222@s.whatsapp.net",
+    )
+    plain = await prepare.prepare("acme", send(to="120363000000000001@g.us", text="x"), SESSION)
+    assert plain.mentions == ()  # the control: nobody without mention_all or mentions
+    gone = send(to="120363000000000009@g.us", text="x", mention_all=True)
+    with pytest.raises(SendError) as refused:
+        await prepare.prepare("acme", gone, SESSION)
+    assert refused.value.code == "unknown_group"
+
+
+def test_mention_all_is_for_groups_only() -> None:
+    with pytest.raises(ValidationError, match="mention_all"):
+        send(to="5511999999999", text="x", mention_all=True)

@@ -144,7 +144,7 @@ async def test_recorded_sends_can_be_queried() -> None:
     answer = await engine.control("acme", "sent", b"")
     data: dict[str, object] = {
         "type": "text", "to": "5511999999999", "text": "hi", "reply_to": None, "quoted": None,
-        "mentions": [], "link_preview": False,
+        "mentions": [], "mention_all": False, "link_preview": False,
     }  # fmt: skip
     entry = {"message_id": sent.message_id, "data": data, "context": {}}
     assert answer == {"ok": True, "sent": [entry]}

@@ -322,6 +322,10 @@ export interface SendAudio {
    */
   base64?: string | null;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -570,6 +574,10 @@ export interface SendContact {
         ContactCard
       ];
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -596,6 +604,10 @@ export interface SendContact {
  * via the `definition` "SendDelete".
  */
 export interface SendDelete {
+  /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -633,6 +645,10 @@ export interface SendDocument {
   caption?: string | null;
   filename?: string | null;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -661,6 +677,10 @@ export interface SendDocument {
  * via the `definition` "SendEdit".
  */
 export interface SendEdit {
+  /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -692,6 +712,10 @@ export interface SendEdit {
  */
 export interface SendForward {
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -722,6 +746,10 @@ export interface SendImage {
    */
   base64?: string | null;
   caption?: string | null;
+  /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -757,6 +785,10 @@ export interface SendLocation {
   latitude: number;
   longitude: number;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -784,6 +816,10 @@ export interface SendLocation {
  * via the `definition` "SendPoll".
  */
 export interface SendPoll {
+  /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -838,6 +874,10 @@ export interface SendReaction {
    */
   from_me?: boolean;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -875,6 +915,10 @@ export interface SendSticker {
    */
   base64?: string | null;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -908,6 +952,10 @@ export interface SendText {
    */
   link_preview?: boolean | LinkPreview;
   /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
+  /**
    * Phone numbers or JIDs to mention.
    *
    * @maxItems 256
@@ -938,6 +986,10 @@ export interface SendVideo {
    */
   base64?: string | null;
   caption?: string | null;
+  /**
+   * In a group: mention every participant (each is notified; the text need not name them).
+   */
+  mention_all?: boolean;
   /**
    * Phone numbers or JIDs to mention.
    *
@@ -2096,6 +2148,10 @@ export interface GroupSettingsRequest {
   group: string;
   locked?: boolean | null;
   name?: string | null;
+  /**
+   * A new group photo: a JPEG (WhatsApp's format), base64, at most 1048576 bytes.
+   */
+  photo_base64?: string | null;
 }
 /**
  * This interface was referenced by `WabusSchemas`'s JSON-Schema
