@@ -48,7 +48,9 @@ async def answer(instances: InstanceManager, instance: str, name: str, body: byt
             for item in error.errors(include_input=False)
         )
         return QueryAnswer(ok=False, code="invalid_query", reason=problems)
-    supervisor = instances.supervisors[instance]
+    supervisor = instances.supervisors.get(instance)
+    if supervisor is None:  # stopped (or handed to another connector) since the request came
+        return QueryAnswer(ok=False, code="instance_not_open", reason="the instance was stopped")
     try:
         session = await supervisor.open_session(OPEN_WAIT)
     except (TimeoutError, NotConnected) as error:

@@ -291,6 +291,10 @@ async def test_the_services_run_on_their_least_privilege_users(
                     ),
                     timeout=20,
                 )
+                # a query: the relay asks on wa.req.*, the connector answers on the reply subject
+                assert await api.groups("acme") == []
+                checked = await api.check_numbers("acme", ["5511999999999"])
+                assert [n["on_whatsapp"] for n in checked] == [False]  # nobody on the sim yet
                 assert receiver.rejected == []
         finally:
             stop.set()
