@@ -84,13 +84,13 @@ def build_message(to: str, options: SendOptions) -> dict[str, Any]:
     if o.reply_to is not None:
         message["reply_to"] = o.reply_to
     if kind == "text":
-        if not o.text:
+        if o.text is None:  # an empty TEXT goes to the relay, which says what is wrong with it
             raise UsageError("nothing to send: give TEXT, or an option such as --image or --poll")
         message |= {"text": o.text}
         if o.link_preview:
             message["link_preview"] = True
     elif kind == "poll":
-        if not o.text:
+        if o.text is None:
             raise UsageError("a poll needs its question as TEXT")
         message |= {
             "type": "poll",
@@ -103,7 +103,7 @@ def build_message(to: str, options: SendOptions) -> dict[str, Any]:
     elif kind == "react":
         message |= {"type": "reaction", "message_id": o.react, "emoji": o.text or ""}
     elif kind == "edit":
-        if not o.text:
+        if o.text is None:
             raise UsageError("an edit needs the new text as TEXT")
         message |= {"type": "edit", "message_id": o.edit, "text": o.text}
     elif kind in {"delete", "forward"}:

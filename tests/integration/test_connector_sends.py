@@ -211,7 +211,7 @@ async def test_inbound_media_is_stored_and_described(connector: Settings, nc: NA
     digest = hashlib.sha256(content).hexdigest()
     assert received["data"]["media"] == {
         "id": "med_" + digest[:32], "mimetype": "image/png", "size": len(content),
-        "sha256": digest, "filename": None, "seconds": None, "voice": False,
+        "sha256": digest, "filename": None, "seconds": None, "voice": False, "animated": False,
     }  # fmt: skip
     store = await nc.jetstream().object_store(connector.topology.media_store)
     stored = await store.get(received["data"]["media"]["id"])

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from relay.app import create_app
 from relay.client import RelayClient, RelayError
 from tests.conftest import API_KEY_ID, API_SECRET
+from tests.media_samples import image_bytes, wav_tone
 from tests.relay_helpers import (
     commands_stored,
     last_command,
@@ -45,12 +46,21 @@ KINDS: list[dict[str, Any]] = [
     {"to": "+55 11 99999-9999", "text": "hello"},
     {"type": "image", "to": "5511999999999", "url": "https://example.com/a.jpg", "caption": "c"},
     {"type": "video", "to": "5511999999999", "url": "https://example.com/a.mp4"},
-    {"type": "audio", "to": "5511999999999", "base64": base64.b64encode(b"ogg").decode(),
-     "mimetype": "audio/ogg", "voice": True},
+    {"type": "audio", "to": "5511999999999", "base64": base64.b64encode(wav_tone(0.2)).decode(),
+     "mimetype": "audio/wav", "voice": True},
     {"type": "document", "to": "120363000000000000@g.us", "url": "https://example.com/a.pdf",
      "filename": "a.pdf"},
     {"type": "location", "to": "5511999999999", "latitude": -23.5, "longitude": -46.6},
     {"type": "reaction", "to": "5511999999999", "message_id": "3EB0ABC", "emoji": "👍"},
+    {"type": "sticker", "to": "5511999999999",
+     "base64": base64.b64encode(image_bytes("PNG")).decode()},
+    {"type": "poll", "to": "120363000000000000@g.us", "question": "Lunch?",
+     "options": ["A", "B"], "selectable_count": 1},
+    {"type": "edit", "to": "5511999999999", "message_id": "3EB0ABC", "text": "fixed"},
+    {"type": "delete", "to": "5511999999999", "message_id": "3EB0ABC"},
+    {"type": "contact", "to": "5511999999999",
+     "contacts": [{"name": "Ana", "phones": ["5511912345678"], "vcard": None}]},
+    {"type": "forward", "to": "5511999999999", "message_id": "3EB0ABC"},
 ]  # fmt: skip
 
 

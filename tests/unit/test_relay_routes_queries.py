@@ -120,7 +120,7 @@ CASES = [
         "PATCH", f"{BASE}/groups/{GROUP}", {"announce": True, "name": "Core team"},
         "group_settings",
         {"group": GROUP, "name": "Core team", "description": None, "announce": True,
-         "locked": None},
+         "locked": None, "photo_base64": None},
         DONE,
     ),
 ]  # fmt: skip
