@@ -31,7 +31,7 @@ from connector.status import StatusBoard
 from wabus.health import health_routes
 from wabus.leases import Leases
 from wabus.logs import configure_logging, get_logger, shown_url
-from wabus.natsbus import connect, ensure_streams, streams_present
+from wabus.natsbus import connect, ensure_streams, streams_present, until_ready
 from wabus.serve import run_until_signal, serve_app
 from wabus.settings import EngineName, Settings
 
@@ -90,12 +90,15 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
     nc = await connect(settings, "wabus-connector")
     js = nc.jetstream()
     topology = settings.topology
-    await ensure_streams(js, settings)
-    await ensure_buckets(
-        js,
-        topology,
-        settings.lease_ttl if settings.leases else None,
-        replicas=settings.stream_replicas,
+    await until_ready(lambda: ensure_streams(js, settings), "streams")
+    await until_ready(
+        lambda: ensure_buckets(
+            js,
+            topology,
+            settings.lease_ttl if settings.leases else None,
+            replicas=settings.stream_replicas,
+        ),
+        "buckets",
     )
 
     def connected() -> bool:

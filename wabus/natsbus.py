@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from schemas.streams import Retention, StreamSpec, stream_specs
-from wabus.logs import get_logger
+from wabus.logs import get_logger, shown_url
 from wabus.settings import Settings
 
 log = get_logger(__name__)
@@ -23,16 +24,52 @@ UNAVAILABLE = (nats.errors.Error, asyncio.TimeoutError)
 back, a closed or reconnecting connection, …): keep the work and try again later. Only a rejection
 of the message itself is final; when unsure, keep it."""
 
+NOT_READY = (
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    ServiceUnavailableError,
+    asyncio.TimeoutError,
+    OSError,
+)
+"""What NATS answers while it is starting or a cluster is still electing its JetStream leader:
+a service that starts then waits, saying so, instead of exiting."""
+
+WAIT_MAX_DELAY = 5.0
+
+T = TypeVar("T")
+
 _RETENTION = {
     Retention.LIMITS: RetentionPolicy.LIMITS,
     Retention.WORK_QUEUE: RetentionPolicy.WORK_QUEUE,
 }
 
 
+def server_urls(url: str) -> list[str]:
+    """`NATS_URL` as the servers to try: one URL, or several separated by commas (the nodes of
+    a cluster, `nats://a:4222,nats://b:4222`), as NATS clients write them."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
+async def until_ready(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run `step` until NATS lets it through: while the servers are unreachable or JetStream
+    is not up yet (a cluster electing its leader), wait and say so, with a growing pause."""
+    delay = 0.5
+    while True:
+        try:
+            return await step()
+        except NOT_READY as error:
+            log.warning("waiting for NATS", step=what, error=type(error).__name__, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAIT_MAX_DELAY)
+
+
 async def connect(settings: Settings, name: str) -> NATS:
-    """Connect and keep reconnecting forever: a service outlives NATS restarts, it never exits."""
+    """Connect (waiting for NATS to come up) and keep reconnecting forever: a service outlives
+    NATS restarts, it never exits. `NATS_URL` may list several servers, comma-separated."""
     if not settings.nats_url:
         raise RuntimeError("NATS_URL is not set (only `wabus dev` starts an embedded nats-server)")
+    servers = server_urls(settings.nats_url)
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected", client=name)
@@ -53,7 +90,11 @@ async def connect(settings: Settings, name: str) -> NATS:
     }
     if settings.nats_creds:
         options["user_credentials"] = str(settings.nats_creds)
-    return await nats.connect(settings.nats_url, **options)
+    shown = shown_url(settings.nats_url)
+    client: NATS = await until_ready(
+        lambda: nats.connect(servers=servers, **options), f"connect to {shown}"
+    )
+    return client
 
 
 def _config(spec: StreamSpec, replicas: int) -> StreamConfig:

@@ -19,7 +19,7 @@ from relay.stores.nats_adapters import (
 from relay.stores.ports import Stores
 from relay.stores.queries import NatsQueries
 from wabus.buckets import open_instance_buckets
-from wabus.natsbus import connect, ensure_streams
+from wabus.natsbus import connect, ensure_streams, until_ready
 from wabus.settings import Settings
 
 
@@ -29,9 +29,11 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
     nc = await connect(settings, "wabus-relay")
     js = nc.jetstream()
     topology = settings.topology
-    await ensure_streams(js, settings)
+    await until_ready(lambda: ensure_streams(js, settings), "streams")
     replay = await NatsReplayGuard.open(nc, js, topology)
-    buckets = await open_instance_buckets(js, topology, replicas=settings.stream_replicas)
+    buckets = await until_ready(
+        lambda: open_instance_buckets(js, topology, replicas=settings.stream_replicas), "buckets"
+    )
     deliveries = await Deliveries.open(js, settings, await open_delivery_log(settings))
     stores = Stores(
         instances=NatsInstanceStore(buckets.config),
