@@ -13,8 +13,9 @@ SENT = "sent"
 """A request answered with `{"ok": true, "sent": [{"message_id", "data"}, …]}`: every send the
 sim engine recorded for the instance, in order (what tests assert a reply against)."""
 ACTIVITY = "activity"
-"""A request answered with `{"ok": true, "reads": […], "presences": […]}`: the read receipts and
-presence updates the sim engine was asked for, in order."""
+"""A request answered with `{"ok": true, "open": …, "reads": […], "presences": […], …}`: whether
+the session is open in this connector, the read receipts and presence updates the sim engine was
+asked for (in order), blocked and subscribed contacts and rejected calls."""
 SCAN = "scan"
 """Complete pairing: the QR (or pairing code) shown was scanned on the phone."""
 DROP = "drop"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
@@ -51,6 +52,23 @@ def server_urls(url: str) -> list[str]:
     return [one.strip() for one in url.split(",") if one.strip()]
 
 
+def shared_credentials(servers: list[str]) -> dict[str, str]:
+    """The user and password (or token) the listed URLs carry, as connect options, when they
+    all carry the same: the client then also presents them to the servers a cluster announces
+    (nats-py adds those without credentials, and a reconnect to one would be refused with
+    `Authorization Violation`)."""
+    found = set()
+    for server in servers:
+        parsed = urlsplit(server if "://" in server else f"nats://{server}")
+        found.add((unquote(parsed.username or ""), unquote(parsed.password or "")))
+    if len(found) != 1:
+        return {}
+    user, password = found.pop()
+    if not user:
+        return {}
+    return {"user": user, "password": password} if password else {"token": user}
+
+
 async def until_ready(step: Callable[[], Awaitable[T]], what: str) -> T:
     """Run `step` until NATS lets it through: while the servers are unreachable or JetStream
     is not up yet (a cluster electing its leader), wait and say so, with a growing pause."""
@@ -90,6 +108,8 @@ async def connect(settings: Settings, name: str) -> NATS:
     }
     if settings.nats_creds:
         options["user_credentials"] = str(settings.nats_creds)
+    else:
+        options |= shared_credentials(servers)
     shown = shown_url(settings.nats_url)
     client: NATS = await until_ready(
         lambda: nats.connect(servers=servers, **options), f"connect to {shown}"

@@ -448,6 +448,7 @@ class SimEngine:
             elif action == ACTIVITY:
                 return {
                     "ok": True,
+                    "open": session.is_open,
                     "reads": [read.model_dump(mode="json") for read in device.reads],
                     "presences": [p.model_dump(mode="json") for p in device.presences],
                     "blocked": sorted(device.network.blocked),

@@ -134,14 +134,14 @@ def message_numbered(message_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda event: event["data"].get("message_id") == message_id
 
 
-async def session_here(nc: NATS, settings: Settings) -> bool:
-    """The running connector has the instance's session (a status read could be the killed
-    one's)."""
+async def session_open_here(nc: NATS, settings: Settings) -> bool:
+    """The running connector's session of the instance is open (a status read could still be
+    the killed connector's): the sim engine of this process says so."""
     try:
         answer = await cs.sim(nc, settings.topology, "acme", "activity")
     except (NoRespondersError, TimeoutError):
         return False
-    return bool(answer.get("ok"))
+    return bool(answer.get("ok")) and bool(answer.get("open"))
 
 
 async def send(client: RelayClient, message: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +365,7 @@ async def test_poll_votes_decrypt_after_the_connector_is_killed_and_started_agai
 
     with stack.connector() as (_, connector_url):
         await eventually(lambda: ready(connector_url), timeout=30)
-        await eventually(lambda: session_here(nc, settings), timeout=20)
+        await eventually(lambda: session_open_here(nc, settings), timeout=20)
         votes = [("V1", ["three", "one"]), ("V2", []), ("V3", ["two"])]
         for vote_id, options in votes:
             await play(

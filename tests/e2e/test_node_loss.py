@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from relay.client import RelayClient, RelayError
 from tests.conftest import API_KEY_ID, API_SECRET
-from tests.integration.test_infra_nats import CONFIGS, PASSWORDS, jetstream_ready
+from tests.integration.test_infra_nats import CONFIGS, PASSWORDS
 from tests.processes import ready, service, stack_env
 from tests.support import Receiver, eventually, running
 from wabus.embedded import free_port, nats_server_binary
+from wabus.natsbus import shared_credentials
 from wabus.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -43,6 +45,7 @@ CHATS, PER_CHAT, SENDS = 20, 100, 500
 class ClusterNode:
     name: str
     port: int
+    monitor_port: int
     command: list[str]
     env: dict[str, str]
     log: Path
@@ -108,9 +111,10 @@ def cluster(tmp_path: Path) -> Any:
             "NATS_CLUSTER_PORT": str(route_port),
             "NATS_STORE_DIR": str(tmp_path / name),
         }
+        monitor_port = free_port()
         command = [nats_server_binary(), "-c", str(configs / "cluster.conf"), "-a", "127.0.0.1"]
-        command += ["-p", str(port), "-m", str(free_port())]
-        nodes.append(ClusterNode(name, port, command, env, tmp_path / f"{name}.log"))
+        command += ["-p", str(port), "-m", str(monitor_port)]
+        nodes.append(ClusterNode(name, port, monitor_port, command, env, tmp_path / f"{name}.log"))
     for node in nodes:
         node.start()
     try:
@@ -126,7 +130,10 @@ def cluster(tmp_path: Path) -> Any:
 async def stack(
     cluster: list[ClusterNode], settings: Settings, webhook_secret: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Receiver, str, NATS, list[subprocess.Popen[bytes]]]]:
-    await eventually(lambda: jetstream_ready(cluster[0].url("connector")), timeout=60, interval=0.2)
+    async def all_healthy() -> bool:
+        return all([await healthy(node) for node in cluster])
+
+    await eventually(all_healthy, timeout=60, interval=0.2)
     receiver = Receiver(webhook_secret)
     async with running(receiver.app()) as receiver_url:
         base = stack_env(
@@ -140,7 +147,8 @@ async def stack(
         )
         relay_port, connector_port = free_port(), free_port()
         logs = {name: tmp_path / f"{name}.log" for name in ("connector", "relay")}
-        nc = await nats.connect(servers=urls(cluster, "harness").split(","))
+        servers = urls(cluster, "harness").split(",")
+        nc = await nats.connect(servers=servers, **shared_credentials(servers))
         try:
             with (
                 service(
@@ -164,6 +172,17 @@ async def stack(
                 if path.exists():
                     lines = path.read_text().splitlines()
                     print(f"--- {name} log (last 60 lines) ---\n" + "\n".join(lines[-60:]))
+
+
+async def healthy(node: ClusterNode) -> bool:
+    """The node's own health check: JetStream up and current with the cluster (asked over HTTP,
+    so no client connection is left behind by a node that is not up yet)."""
+    try:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"http://127.0.0.1:{node.monitor_port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
 
 
 async def leader_of(nc: NATS, stream: str) -> str:

@@ -9,7 +9,13 @@ from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from wabus import natsbus
 from wabus.embedded import free_port
-from wabus.natsbus import connect, ensure_streams, server_urls, until_ready
+from wabus.natsbus import (
+    connect,
+    ensure_streams,
+    server_urls,
+    shared_credentials,
+    until_ready,
+)
 from wabus.settings import Settings
 
 
@@ -20,6 +26,17 @@ def test_nats_url_lists_servers_separated_by_commas() -> None:
         "nats://b:4222",
         "nats://c:4222",
     ]
+
+
+def test_credentials_the_urls_share_are_given_for_every_server() -> None:
+    """Also for the servers a cluster announces, which the client adds without credentials."""
+    assert shared_credentials(["nats://u:p%40ss@a:4222", "nats://u:p%40ss@b:4222"]) == {
+        "user": "u",
+        "password": "p@ss",
+    }
+    assert shared_credentials(["nats://tok@a:4222"]) == {"token": "tok"}
+    assert shared_credentials(["nats://a:4222", "nats://b:4222"]) == {}
+    assert shared_credentials(["nats://u:p@a:4222", "nats://v:q@b:4222"]) == {}  # not shared
 
 
 async def test_a_list_with_a_dead_server_connects_to_a_live_one(settings: Settings) -> None:
