@@ -9,6 +9,7 @@ not decrypt, so that no vote goes unreported.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from connector.engine import EncryptedVote
@@ -45,12 +46,35 @@ def seen_of(received: MessageReceived, raw: bytes | None, poll_secret: bytes | N
     )
 
 
+MAX_REMEMBERING = 1000
+"""Messages being remembered at once; past it a message goes unremembered (and logged)."""
+
+
 class Inbound:
     """The connector's side of what sessions report as received."""
 
     def __init__(self, emit: MediaEmit, memory: MessageMemory | None = None) -> None:
         self._emit = emit
         self._memory = memory
+        self._remembering: set[asyncio.Task[None]] = set()
+
+    def _remember_soon(self, instance: str, seen: SeenMessage) -> None:
+        """Remember in the background: a slow or absent bucket (NATS going away, not noticed
+        yet) must not hold up the session's next events, which have the spool to wait in."""
+        assert self._memory is not None
+        if len(self._remembering) >= MAX_REMEMBERING:
+            log.warning("message not remembered: too many pending", message_id=seen.message_id)
+            return
+        task = asyncio.create_task(self._remember(self._memory, instance, seen))
+        self._remembering.add(task)
+        task.add_done_callback(self._remembering.discard)
+
+    @staticmethod
+    async def _remember(memory: MessageMemory, instance: str, seen: SeenMessage) -> None:
+        try:
+            await memory.remember(instance, seen)
+        except Exception:  # published already: only a later quote or vote lacks it
+            log.exception("message not remembered", message_id=seen.message_id)
 
     async def event(
         self,
@@ -67,7 +91,7 @@ class Inbound:
             and isinstance(data, MessageReceived)
             and data.type not in NOT_REMEMBERED
         ):
-            await self._memory.remember(instance, seen_of(data, raw, poll_secret))
+            self._remember_soon(instance, seen_of(data, raw, poll_secret))
 
     async def vote(self, instance: str, vote: EncryptedVote) -> None:
         poll = None
