@@ -1122,12 +1122,14 @@ async def test_an_unscanned_qr_ends_as_qr_exhausted_and_the_child_is_gone(tmp_pa
     harness = Harness(tmp_path, pairing=[["qr", "2@only,code"], ["login_status", "timeout"]])
     session = harness.engine.open_session("new", harness.listener)
     await session.connect()
+    # The scripted child shows its QR and ends at once: by now it may be gone and forgotten
+    # (no pid left); the QR it reported and the close say it ran.
     pid = session.pairing_pid
-    assert pid is not None
     closes = await harness.reported("close")
     assert closes[0][0] is DisconnectReason.QR_EXHAUSTED
+    assert harness.listener.of("qr"), "the pairing child ran and showed its QR"
     assert not session.running
-    assert not is_our_child(pid)
+    assert pid is None or not is_our_child(pid)
     await session.disconnect()
     assert session.released
     assert harness.engine.opened == (harness.session,)  # only the never-connected one is left
