@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import dataclasses
 import io
 import re
@@ -113,8 +112,10 @@ def parse_preview(html: bytes, url: str, charset: str | None) -> LinkPreview:
     second for the worst 512 KiB): async callers run it in a thread."""
     text = _decoded(html[:MAX_PAGE_BYTES], charset)
     reader = _HeadReader()
-    with contextlib.suppress(Exception):  # should the parser give up, keep what it read
+    try:
         reader.feed(text)
+    except Exception as error:  # the parser gave up: keep what it read, say what was lost
+        log.info("link preview page only partly read", url=url, error=repr(error))
     # No `close()`: on Python versions before the fix for CVE-2025-6069 it takes quadratic
     # time over a tail of unterminated tags (`<a<a<a…`: minutes for 512 KiB), while `feed` is
     # linear; all `close()` would add is that unterminated tail, which holds nothing wanted.
@@ -338,6 +339,7 @@ def thumbnail_jpeg(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
                 flat = image.convert("RGB")
             out = io.BytesIO()
             flat.save(out, "JPEG", quality=80, optimize=True)
-    except Exception:  # garbage, truncated, a bomb: Pillow raises many kinds
+    except Exception as error:  # garbage, truncated, a bomb: Pillow raises many kinds
+        log.info("link preview thumbnail not made", error=repr(error))
         return None
     return out.getvalue()
