@@ -339,7 +339,6 @@ def thumbnail_jpeg(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
                 flat = image.convert("RGB")
             out = io.BytesIO()
             flat.save(out, "JPEG", quality=80, optimize=True)
-    except Exception as error:  # garbage, truncated, a bomb: Pillow raises many kinds
-        log.info("link preview thumbnail not made", error=repr(error))
+    except Exception:  # garbage, truncated, a bomb: Pillow raises many kinds; no thumbnail
         return None
     return out.getvalue()
