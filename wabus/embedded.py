@@ -24,15 +24,24 @@ def nats_server_binary() -> str:
     return found
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this process was given: the kernel may offer a port again as soon as the probe closes,
+so two services started together could otherwise be given the same one."""
+
+
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else any free port."""
-    for port in ([preferred] if preferred else []) + [0]:
+    """`preferred` when it is free, else any free port not handed out before in this process."""
+    candidates = ([preferred] if preferred else []) + [0] * 100
+    for port in candidates:
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return int(sock.getsockname()[1])
+            chosen = int(sock.getsockname()[1])
+        if chosen not in _HANDED_OUT or chosen == preferred:
+            _HANDED_OUT.add(chosen)
+            return chosen
     raise RuntimeError("no free port")
 
 

@@ -12,7 +12,10 @@ is sure of its lease (`Leases.holds`), and keeps the events waiting in its lanes
 redelivered with heartbeats. A relay that takes an endpoint over from a holder that vanished,
 rather than handed it back, waits one acknowledgement window before fetching: by then every
 request the old holder started has ended, and JetStream redelivers everything it held — first,
-and in stream order — so no chat's later event overtakes an earlier one.
+and in stream order — so no chat's later event overtakes an earlier one. The same wait follows a
+delivery lost between JetStream and this relay (a skipped consumer sequence: a NATS node died with
+it in flight) and a subscription that NATS failed under: what was fetched before is finished, what
+came after is left to expire behind the lost one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from relay.delivery.policy import (
 )
 from relay.delivery.records import DeliveryLog, Trigger
 from relay.delivery.sender import EndpointSender
+from relay.delivery.sequence import DeliverySequence
 from relay.delivery.states import EndpointStates
 from relay.delivery.targets import Target
 from schemas.envelope import encode, make_event
@@ -61,6 +65,7 @@ UNSETTLED_RETRY_SECONDS = 5.0
 """An event whose handling failed unexpectedly (NATS trouble) is offered again after this long."""
 FETCH_BATCH = 256
 STATE_CHECK_SECONDS = 2.0
+FETCH_RETRY_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
 POISON_LANE = ("", "poison")
 
@@ -185,7 +190,10 @@ class EndpointDispatcher:
             seconds=window,
             unacknowledged=info.num_ack_pending,
         )
-        deadline = time.monotonic() + window
+        await self._wait_until(stop, time.monotonic() + window)
+
+    async def _wait_until(self, stop: asyncio.Event, deadline: float) -> None:
+        """Sleep until `deadline` (monotonic), unless stopping or the lease is lost first."""
         while not stop.is_set() and not self.lease_lost.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -195,40 +203,78 @@ class EndpointDispatcher:
             except TimeoutError:
                 continue
 
+    async def _next_delivery(self) -> DeliverySequence:
+        info = await self._js.consumer_info(self._topology.events_stream, self.target.consumer)
+        return DeliverySequence(info.delivered.consumer_seq + 1)
+
     def _holding(self) -> bool:
         return not self.lease_lost.is_set() and self._leases.holds(self.target.key)
 
     async def _deliver_while_held(self, stop: asyncio.Event) -> None:
+        """Deliver, one subscription after another. When a delivery went missing on its way here
+        or NATS failed under a subscription, what that subscription had not started goes back to
+        JetStream, and the next one fetches only after one acknowledgement window: by then
+        JetStream holds everything unfinished again and gives it back first, so no chat's later
+        event overtakes a missing one (`relay.delivery.sequence`)."""
+        key = self.target.key
+        window = ack_window(self._settings) + REDELIVERY_LAG_SECONDS
+        taking_over = True
+        while not stop.is_set() and self._holding():
+            try:
+                interrupted_at = await self._deliver_until_interrupted(stop, taking_over)
+            except UNAVAILABLE as error:
+                interrupted_at = time.monotonic()
+                log.warning(
+                    "webhook delivery interrupted: NATS failed; resuming after one "
+                    "acknowledgement window, so what was in flight comes back first",
+                    endpoint=key,
+                    seconds=window,
+                    error=repr(error),
+                )
+            taking_over = False
+            if interrupted_at is None:
+                return
+            await self._wait_until(stop, interrupted_at + window)
+
+    async def _deliver_until_interrupted(
+        self, stop: asyncio.Event, taking_over: bool
+    ) -> float | None:
+        """One subscription's deliveries. Returns when a delivery was found missing (monotonic
+        time), or None when stopping, the lease is lost or the endpoint disabled."""
         key = self.target.key
         subscription = await self._bind()
         heartbeat: asyncio.Task[None] | None = None
+        lost_at: float | None = None
         try:
-            await self._await_previous_holder(stop)
+            if taking_over:
+                await self._await_previous_holder(stop)
+            sequence = await self._next_delivery()
             heartbeat = asyncio.create_task(self._heartbeat(stop))
             log.info("delivering webhooks", endpoint=key, consumer=self.target.consumer)
             checked = time.monotonic()
             concurrency = self._settings.webhook_concurrency
             async with ChatLanes[Fetched](self._handle, concurrency) as lanes:
-                while not stop.is_set() and self._holding():
+                while lost_at is None and not stop.is_set() and self._holding():
                     if time.monotonic() - checked > STATE_CHECK_SECONDS:
                         checked = time.monotonic()
-                        if await self._states.disabled(key) is not None:
-                            log.warning("endpoint disabled: delivery paused", endpoint=key)
+                        if await self._disabled():
                             break
                     await lanes.wait_below(concurrency * 4)
-                    try:
-                        messages = await subscription.fetch(batch=FETCH_BATCH, timeout=0.5)
-                    except (NatsTimeoutError, TimeoutError):
-                        continue
-                    for message in messages:
+                    fetched = await self._fetch(subscription)
+                    arrived = self._before_loss(sequence, fetched)
+                    if len(arrived) < len(fetched):
+                        lost_at = time.monotonic()  # the rest is left to JetStream: it comes later
+                    if len(arrived) > 1:  # redeliveries queued at different times, in one batch
+                        arrived.sort(key=_stream_sequence)
+                    for message in arrived:
                         self._pending[id(message)] = message
-                        read = read_event(
-                            message.subject, message.data, message.metadata.sequence.stream
-                        )
+                        read = read_event(message.subject, message.data, _stream_sequence(message))
                         lane = POISON_LANE if isinstance(read, Poison) else read.lane
                         lanes.submit(lane, (message, read))
+                # fetched before a loss means earlier in the stream: finish it all
+                grace = ack_window(self._settings) if lost_at else STOP_GRACE_SECONDS
                 try:
-                    await asyncio.wait_for(lanes.drain(), STOP_GRACE_SECONDS)
+                    await asyncio.wait_for(lanes.drain(), grace)
                 except TimeoutError:
                     log.info("stopping with events in flight: handed back", endpoint=key)
         finally:  # what is still in a lane now goes back to JetStream for the next holder
@@ -239,6 +285,52 @@ class EndpointDispatcher:
                 await subscription.unsubscribe()
             except UNAVAILABLE as error:
                 log.info("consumer subscription not closed", endpoint=key, error=repr(error))
+        return lost_at
+
+    async def _disabled(self) -> bool:
+        key = self.target.key
+        try:
+            disabled = await self._states.disabled(key) is not None
+        except UNAVAILABLE as error:
+            log.info("endpoint state not checked: NATS away", endpoint=key, error=repr(error))
+            return False
+        if disabled:
+            log.warning("endpoint disabled: delivery paused", endpoint=key)
+        return disabled
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next events, as delivered; none while NATS is away (the subscription is kept,
+        so a delivery lost meanwhile shows as a skipped sequence)."""
+        try:
+            messages = await subscription.fetch(batch=FETCH_BATCH, timeout=0.5)
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        except UNAVAILABLE as error:
+            log.info("fetch failed: NATS unavailable", endpoint=self.target.key, error=repr(error))
+            await asyncio.sleep(FETCH_RETRY_SECONDS)
+            return []
+        return messages
+
+    def _before_loss(self, sequence: DeliverySequence, fetched: list[Msg]) -> list[Msg]:
+        """The messages that arrived before a skipped delivery (all of them when none was)."""
+        for number, message in enumerate(fetched):
+            lost = sequence.lost_before(message.metadata.sequence.consumer)
+            if lost:
+                self._report_lost(lost, held_back=len(fetched) - number)
+                return fetched[:number]
+        return fetched
+
+    def _report_lost(self, lost: int, held_back: int) -> None:
+        metrics.DELIVERIES_LOST.inc(lost)
+        log.warning(
+            "deliveries from JetStream went missing: holding this endpoint's later events back "
+            "for one acknowledgement window, so they come back first and every chat stays in "
+            "order",
+            endpoint=self.target.key,
+            missing=lost,
+            seconds=ack_window(self._settings) + REDELIVERY_LAG_SECONDS,
+            held_back=held_back,
+        )
 
     async def _release_pending(self) -> None:
         """Hand back what was fetched and not finished, so the next holder gets it at once."""
@@ -404,6 +496,10 @@ class EndpointDispatcher:
                 endpoint=target.key,
                 error=repr(error),
             )
+
+
+def _stream_sequence(message: Msg) -> int:
+    return message.metadata.sequence.stream
 
 
 def _header_safe(text: str) -> str:

@@ -29,3 +29,8 @@ REPLIES_REFUSED = Counter(
     "wabus_webhook_replies_refused_total",
     "Webhook answers asking for a reply that could not be sent (invalid, or over 64 KiB)",
 )
+DELIVERIES_LOST = Counter(
+    "wabus_webhook_deliveries_lost_total",
+    "Deliveries from JetStream that never reached this relay (a NATS node lost with them in "
+    "flight); each holds its endpoint back one acknowledgement window",
+)
