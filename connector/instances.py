@@ -21,6 +21,7 @@ from connector.lifecycle import Policy
 from connector.metrics import ERRORS
 from connector.status import StatusBoard
 from connector.supervisor import SessionSupervisor
+from connector.waiting import first_event
 from schemas.envelope import utc_now
 from schemas.instances import CallPolicy, InstanceConfig, InstanceStatus, SessionState
 from schemas.subjects import Topology
@@ -42,8 +43,12 @@ class InstanceManager:
         connector_id: str,
         max_sessions: int,
         leases: Leases | None = None,
+        takeover_rate: float = 10.0,
     ) -> None:
         self._leases = leases
+        self._takeover_pause = 1 / takeover_rate
+        """Seconds between two sessions taken over from another connector: a connector picking
+        up a stopped or dead one's instances opens them at a bounded rate, not all at once."""
         self._desired: dict[str, tuple[InstanceConfig, int | None]] = {}
         """Instances configured to run, with their config revision (held here or elsewhere)."""
         self._engine = engine
@@ -188,15 +193,31 @@ class InstanceManager:
                 supervisor = self.supervisors.pop(instance, None)
                 if supervisor is not None:
                     await supervisor.stop("lease lost", report=False)
-            for instance, (config, revision) in list(self._desired.items()):
-                if instance not in self.supervisors:
-                    await self.apply(instance, config, revision)
+            await self._take_over_vacant(stop)
+
+    async def _take_over_vacant(self, stop: asyncio.Event) -> None:
+        """Claim configured instances nobody holds, one every `_takeover_pause` seconds."""
+        taken = 0
+        for instance, (config, revision) in list(self._desired.items()):
+            if stop.is_set():
+                return
+            if instance in self.supervisors:
+                continue
+            await self.apply(instance, config, revision)
+            if instance in self.supervisors:
+                taken += 1
+                await first_event(stop, within=self._takeover_pause)
+        if taken:
+            log.info("instances taken over", count=taken, sessions=len(self.supervisors))
 
     async def close(self) -> None:
+        """Stop every session; each lease is released as soon as its session is closed, so
+        another connector can open it at once (a rolling deploy), never while it is open here."""
         supervisors, self.supervisors = self.supervisors, {}
-        await asyncio.gather(
-            *(supervisor.stop("connector shutting down") for supervisor in supervisors.values())
-        )
-        if self._leases:
-            for instance in supervisors:
+
+        async def hand_over(instance: str, supervisor: SessionSupervisor) -> None:
+            await supervisor.stop("connector shutting down")
+            if self._leases:
                 await self._leases.release(instance)
+
+        await asyncio.gather(*(hand_over(name, each) for name, each in supervisors.items()))

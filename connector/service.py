@@ -49,7 +49,7 @@ def build_engine(settings: Settings) -> Engine:
         return SimEngine(
             pairing=settings.sim_pairing,
             qr_interval=settings.sim_qr_interval,
-            data_dir=settings.data_dir / "sim",
+            data_dir=settings.sim_data_dir or settings.data_dir / "sim",
         )
     # Imported only when chosen: importing neonize loads its Go library.
     try:
@@ -135,6 +135,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         me,
         settings.max_sessions,
         leases,
+        settings.takeover_rate,
     )
     pacing = Pacing(settings.pacing_interval, settings.send_jitter, settings.send_typing)
     consumer = CommandConsumer(

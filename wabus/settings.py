@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     connector_id: str | None = Field(default=None, validation_alias="WABUS_CONNECTOR_ID")
     sim_pairing: Literal["auto", "qr"] = Field(default="auto", validation_alias="WABUS_SIM_PAIRING")
     sim_qr_interval: float = Field(default=20.0, gt=0, validation_alias="WABUS_SIM_QR_INTERVAL")
+    sim_data_dir: Path | None = Field(default=None, validation_alias="WABUS_SIM_DATA_DIR")
+    """Where the sim network keeps what outlives a connector (sent messages, device sockets);
+    default `<WABUS_DATA_DIR>/sim`. Connectors given the same one share one simulated network."""
     command_ack_wait: float = Field(default=30.0, ge=1, validation_alias="WABUS_COMMAND_ACK_WAIT")
     command_max_deliver: int = Field(
         default=20, ge=2, le=1000, validation_alias="WABUS_COMMAND_MAX_DELIVER"
@@ -205,7 +208,12 @@ class Settings(BaseSettings):
     """How long the connector remembers each message it saw (quotes, group reactions, edits,
     forwards, poll votes need it): the TTL of the messages bucket."""
     leases: bool = Field(default=False, validation_alias="WABUS_LEASES")
-    lease_ttl: float = Field(default=30.0, ge=1, validation_alias="WABUS_LEASE_TTL")
+    lease_ttl: float = Field(default=10.0, ge=1, validation_alias="WABUS_LEASE_TTL")
+    """How long a dead connector's instances wait for another one (docs/connector.md)."""
+    takeover_rate: float = Field(
+        default=10.0, gt=0, le=1000, validation_alias="WABUS_TAKEOVER_RATE"
+    )
+    """Sessions per second a connector opens when it takes instances over from another."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from connector.engine import (
     SessionListener,
 )
 from connector.engines.sim_network import SimNetwork
+from connector.engines.sim_socket import DeviceSocket
 from connector.polls import IV_LENGTH, encrypt_vote, option_hash
 from connector.reasons import DisconnectReason
 from schemas.commands import MarkRead, Presence, SendMessage, SendPoll, jid_string
@@ -118,8 +119,16 @@ class SimControlError(ValueError):
 class SimDevice:
     """The network's view of one instance: linked or not, and every message it sent."""
 
-    def __init__(self, instance: str, paired: bool, log_path: Path | None) -> None:
+    def __init__(
+        self,
+        instance: str,
+        paired: bool,
+        log_path: Path | None,
+        socket: DeviceSocket | None = None,
+    ) -> None:
         self.instance = instance
+        self.socket = socket
+        """One connection at a time, across processes sharing the data directory."""
         self.paired = paired
         self.sent: list[dict[str, Any]] = []
         self.failure: SimFailNextSends | None = None
@@ -196,6 +205,8 @@ class SimSession:
 
     async def _open(self) -> None:
         self.in_qr, self.is_open = False, True
+        if self.device.socket is not None:
+            self.device.socket.connect()
         account = Account(jid=SIM_JID, phone=SIM_PHONE, push_name="wabus sim")
         log.info("sim session open", instance=self.instance)
         await self._listener.on_open(account)
@@ -221,6 +232,8 @@ class SimSession:
 
     async def _end(self, reason: DisconnectReason, detail: str) -> None:
         await self._stop_tasks()
+        if self.is_open and self.device.socket is not None:
+            self.device.socket.disconnect()
         self.is_open = self.in_qr = False
         await self._listener.on_close(reason, detail)
 
@@ -418,11 +431,12 @@ class SimEngine:
     def device(self, instance: str) -> SimDevice:
         device = self.devices.get(instance)
         if device is None:
-            log_path = None
+            log_path = socket = None
             if self._data_dir:
                 self._data_dir.mkdir(parents=True, exist_ok=True)
                 log_path = self._data_dir / f"{instance}.sent.jsonl"
-            device = SimDevice(instance, self._pairing == "auto", log_path)
+                socket = DeviceSocket(self._data_dir, instance)
+            device = SimDevice(instance, self._pairing == "auto", log_path, socket)
             self.devices[instance] = device
         return device
 

@@ -394,7 +394,9 @@ class EndpointDispatcher:
             await message.nak()  # for the relay that holds the endpoint now
             return
         consumer = self.target.consumer
-        made = await self._attempts.made(consumer, event.seq, message.metadata.num_delivered)
+        made = await self._attempts_made(event, message.metadata.num_delivered)
+        if made is None:
+            return  # the lease went while NATS was away: left to JetStream for the next holder
         number = made + 1
         decision = await self.sender.attempt(event, number, Trigger.SCHEDULE)
         if isinstance(decision, Delivered):
@@ -413,6 +415,24 @@ class EndpointDispatcher:
             await self._attempts.failed(consumer, event.seq, number)
             await self._disable(event)
             await message.nak()
+
+    async def _attempts_made(self, event: EventRef, delivered: int) -> int | None:
+        """The requests made so far for a redelivered event. While NATS cannot tell, the event
+        waits in its lane and so does the rest of its chat: skipping ahead would deliver the
+        chat's next events first. None when the lease is lost meanwhile."""
+        while True:
+            try:
+                return await self._attempts.made(self.target.consumer, event.seq, delivered)
+            except UNAVAILABLE as error:
+                if not self._holding():
+                    return None
+                log.info(
+                    "attempt count not read: NATS away; the event's chat waits",
+                    endpoint=self.target.key,
+                    seq=event.seq,
+                    error=repr(error),
+                )
+                await asyncio.sleep(FETCH_RETRY_SECONDS)
 
     async def _dead_letter(self, event: EventRef, reason: str) -> None:
         await self._publish_dead_letter(

@@ -176,6 +176,10 @@ async def stack(
                     print(f"--- {name} log (last 60 lines) ---\n" + "\n".join(lines[-60:]))
                     for notice in NOTICES:
                         print(f"{name}: {sum(notice in line for line in lines)} × {notice!r}")
+                    print(f"--- {name}: delivery and lease lines ---")
+                    print(
+                        "\n".join(line for line in lines if "dispatcher" in line or "lease" in line)
+                    )
 
 
 async def healthy(node: ClusterNode) -> bool:
@@ -284,7 +288,9 @@ async def test_losing_the_node_that_leads_a_stream_loses_nothing(
     assert all(process.poll() is None for process in services), "a service restarted"
     assert receiver.rejected == []
     disordered = [prefix for prefix, numbers in firsts.items() if numbers != sorted(numbers)]
-    assert not disordered, f"chats out of order: {disordered}"
+    assert not disordered, (
+        f"chats out of order: {disordered}; the first: {_runs(firsts[disordered[0]])}"
+    )
     arrivals = receiver.times
     pause = max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
     print(
@@ -292,6 +298,17 @@ async def test_losing_the_node_that_leads_a_stream_loses_nothing(
         f"{len(refused)} sends refused with 503"
         + (f" over {refused[-1] - refused[0]:.1f} s" if refused else "")
     )
+
+
+def _runs(numbers: list[int]) -> str:
+    """`0-16, 53-96, 17-52`: the order of arrival, as runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 def _json(value: Any) -> bytes:

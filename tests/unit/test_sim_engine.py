@@ -447,3 +447,23 @@ async def test_the_record_of_a_send_carries_what_the_connector_prepared() -> Non
         assert first["context"][name]["sender"] == "5511999999999@s.whatsapp.net"
     assert second["context"] == {}  # nothing prepared, nothing recorded
     assert json.loads(json.dumps(answer)) == answer  # what the control answers is JSON
+
+
+async def test_a_device_connected_twice_across_engines_sharing_a_data_dir_is_a_conflict(
+    tmp_path: Path,
+) -> None:
+    """Two connectors (two engines on one data directory) opening one device: recorded, as the
+    network would replace one connection with the other; one after the other: not."""
+    first, second = SimEngine(data_dir=tmp_path), SimEngine(data_dir=tmp_path)
+    one = first.open_session("acme", Listener())
+    await one.connect()
+    await one.disconnect()
+    other = second.open_session("acme", Listener())
+    await other.connect()  # the first connection ended: no conflict (positive control)
+    socket = second.device("acme").socket
+    assert socket is not None
+    assert socket.conflicts() == []
+    again = first.open_session("acme", Listener())
+    await again.connect()  # while `other` is still open
+    [conflict] = socket.conflicts()
+    assert conflict["instance"] == "acme"
