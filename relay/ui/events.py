@@ -5,10 +5,9 @@ counted (the page shows how many), never buffered without limit."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -41,24 +40,43 @@ def _sse(event: str, data: str) -> bytes:
     return f"event: {event}\ndata: {data}\n\n".encode()
 
 
-async def _stream(
-    queue: asyncio.Queue[bytes], dropped: list[int], lifetime: float
-) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    ends = loop.time() + lifetime
-    reported = 0
-    yield b"retry: 2000\n\n"
-    yield _sse("ready", "{}")
-    while loop.time() < ends:
+class Follower:
+    """One browser's share of the live events: a bounded queue the NATS callback fills without
+    ever waiting, and the stream the browser reads from it."""
+
+    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.dropped = 0
+
+    def deliver(self, payload: bytes) -> None:
+        """The subscription's callback: queue the event, or drop and count it when full."""
         try:
-            payload = await asyncio.wait_for(queue.get(), HEARTBEAT)
-        except TimeoutError:
-            yield b": keep-alive\n\n"
-            continue
-        if dropped[0] != reported:
-            reported = dropped[0]
-            yield _sse("dropped", json.dumps({"dropped": reported}))
-        yield _sse("envelope", payload.decode("utf-8", "replace").replace("\n", " "))
+            self.queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped in (1, 100) or self.dropped % 1000 == 0:
+                log.warning("live events dropped for a slow browser", dropped=self.dropped)
+
+    async def stream(
+        self, lifetime: float = STREAM_LIFETIME, heartbeat: float = HEARTBEAT
+    ) -> AsyncGenerator[bytes, None]:
+        """Server-sent events: `ready`, then each `envelope` (preceded by a `dropped` count
+        whenever it grew), comment lines while idle; it ends after `lifetime` seconds."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + lifetime
+        reported = 0
+        yield b"retry: 2000\n\n"
+        yield _sse("ready", "{}")
+        while loop.time() < ends:
+            try:
+                payload = await asyncio.wait_for(self.queue.get(), heartbeat)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if self.dropped != reported:
+                reported = self.dropped
+                yield _sse("dropped", json.dumps({"dropped": reported}))
+            yield _sse("envelope", payload.decode("utf-8", "replace").replace("\n", " "))
 
 
 def routes(ui: Ui) -> list[Route]:
@@ -84,28 +102,20 @@ def routes(ui: Ui) -> list[Route]:
         if feed is None:
             failed = Failed(503, "live_events_unavailable", "this relay follows no event bus")
             return ui.failed(request, failed, "/ui/events")
-        queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
-        dropped = [0]
-
-        def deliver(payload: bytes) -> None:
-            try:
-                queue.put_nowait(payload)
-            except asyncio.QueueFull:
-                dropped[0] += 1
-                if dropped[0] in (1, 100) or dropped[0] % 1000 == 0:
-                    log.warning("live events dropped for a slow browser", dropped=dropped[0])
-
+        follower = Follower()
         subject = subject_of(state.settings.subject_prefix, instance, event_type)
-        unsubscribe = await feed.subscribe(subject, deliver)
+        unsubscribe = await feed.subscribe(subject, follower.deliver)
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                async for chunk in _stream(queue, dropped, STREAM_LIFETIME):
+                async for chunk in follower.stream():
                     yield chunk
             finally:
-                with contextlib.suppress(Exception):  # the connection may be closing
+                try:
                     await unsubscribe()
-                log.debug("live events stream ended", subject=subject, dropped=dropped[0])
+                except Exception as error:  # the connection may be closing or gone
+                    log.info("live events unsubscribe failed", error=repr(error))
+                log.debug("live events stream ended", subject=subject, dropped=follower.dropped)
 
         return StreamingResponse(
             body(),
