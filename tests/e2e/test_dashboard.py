@@ -18,8 +18,9 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -300,8 +301,16 @@ def test_create_pair_by_qr_and_see_it_open(stack: Stack, context: BrowserContext
     expect(qr).not_to_have_attribute("data-refresh", first_refresh or "")
     assert qr.locator("svg").inner_html() != first_svg
 
+    # pairing by phone number instead: the code shows on the page
+    page.fill("input[name=phone]", "5511977776666")
+    page.click("form[action$='/pair'] button[type=submit]")
+    expect(page.locator(".result .pair-code")).to_have_text(
+        re.compile(r"^[0-9A-F]{4}-[0-9A-F]{4}$")
+    )
+
+    expect(page.locator("#state")).to_have_text("pairing")
     page.goto(stack.url + "/ui/instances")
-    expect(page.locator("tr[data-instance='shop'] .state")).to_have_text("qr")
+    expect(page.locator("tr[data-instance='shop'] .state")).to_have_text("pairing")
     page.goto(stack.url + "/ui/instances/shop")
     assert stack.sim("shop", SCAN) == {"ok": True}
     expect(page.locator("#state")).to_have_text("open")
@@ -397,3 +406,51 @@ def test_a_test_send_reaches_the_sim_engine_and_its_message_sent_shows(
     item = watch.locator("li.event", has_text="message.sent")
     expect(item).to_have_count(1)
     expect(item.locator("pre")).to_contain_text(command_id)
+
+
+def test_recover_a_time_range_and_enable_an_endpoint_a_410_disabled(
+    stack: Stack, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    log_in(page, stack)
+    open_instance(page, stack, "ranges")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    stack.status["code"] = 500
+    text = "to recover " + secrets.token_hex(4)
+    assert stack.sim("ranges", INBOUND, {"from": "5511966665555", "text": text})["ok"]
+    event = stack.thread.run(
+        stack.receiver.wait_for(lambda e: e["data"].get("text") == text, timeout=30)
+    )
+    row = f"tr[data-event='{event['id']}'][data-outcome='dead']"
+    reload_until(page, f"{stack.url}/ui/deliveries?outcome=dead&since={since}", row)
+    failed_attempts = len(deliveries_of(stack, event["id"]))
+
+    stack.status["code"] = 200
+    recover = page.locator("form[action='/ui/deliveries/recover']")
+    recover.locator("select[name=endpoint]").select_option("global")
+    recover.locator("input[name=since]").fill(since)
+    recover.locator("button[type=submit]").click()
+    expect(page.locator(".result[data-kind=recover]")).to_contain_text("Recovering")
+
+    def redelivered() -> bool:
+        return len(deliveries_of(stack, event["id"])) > failed_attempts
+
+    stack.thread.run(eventually(_async(redelivered), timeout=30))
+
+    # an endpoint that answers 410 Gone is disabled; the page enables it again
+    stack.status["code"] = 410
+    gone = "gone " + secrets.token_hex(4)
+    assert stack.sim("ranges", INBOUND, {"from": "5511966665555", "text": gone})["ok"]
+    enable = "tr[data-endpoint='global'] form[action='/ui/endpoints/enable'] button"
+    reload_until(page, stack.url + "/ui/deliveries", enable)
+    stack.status["code"] = 200
+    page.locator(enable).click()
+    expect(page.locator(".result[data-kind=enable]")).to_contain_text("enabled")
+    expect(page.locator(enable)).to_have_count(0)
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Coroutine[Any, Any, bool]]:
+    async def checked() -> bool:
+        return check()
+
+    return checked
