@@ -223,7 +223,11 @@ def open_instance(page: Page, stack: Stack, instance: str) -> None:
 def docs_screenshot(page: Page, name: str) -> None:
     folder = os.environ.get("WABUS_DOCS_SCREENSHOTS")
     if folder:
-        page.screenshot(path=Path(folder) / f"dashboard-{name}.png", full_page=False)
+        phone = page.viewport_size
+        page.set_viewport_size({"width": 1000, "height": 720})
+        page.screenshot(path=Path(folder) / f"{name}.png")
+        if phone:
+            page.set_viewport_size(phone)
 
 
 def test_without_a_session_every_page_redirects_to_the_login(
@@ -289,7 +293,6 @@ def test_a_post_without_the_csrf_token_is_refused(stack: Stack, context: Browser
 def test_create_pair_by_qr_and_see_it_open(stack: Stack, context: BrowserContext) -> None:
     page = context.new_page()
     log_in(page, stack)
-    docs_screenshot(page, "login-done")
     create_instance(page, stack, "shop")
     qr = page.locator("figure.qr")
     expect(qr.locator("svg")).to_be_visible()
