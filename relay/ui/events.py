@@ -25,9 +25,10 @@ QUEUE_LIMIT = 256
 """Events held for one browser; past it, new ones are dropped (and counted)."""
 HEARTBEAT = 15.0
 """Seconds between comment lines that keep proxies from closing an idle stream."""
-STREAM_LIFETIME = 300.0
-"""Seconds after which a stream ends (the browser reconnects by itself): no stream outlives a
-relay's graceful shutdown by long."""
+STREAM_LIFETIME = 60.0
+"""Seconds after which a stream ends (the browser reconnects within a second): uvicorn's
+graceful shutdown waits for open responses, and nothing tells a stream the relay is stopping,
+so this bounds how long an open live events page can hold a relay's shutdown up."""
 _EVENT_TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)*$")
 
 
@@ -65,7 +66,7 @@ class Follower:
         loop = asyncio.get_running_loop()
         ends = loop.time() + lifetime
         reported = 0
-        yield b"retry: 2000\n\n"
+        yield b"retry: 1000\n\n"
         yield _sse("ready", "{}")
         while loop.time() < ends:
             try:

@@ -322,6 +322,13 @@ def test_create_pair_by_qr_and_see_it_open(stack: Stack, context: BrowserContext
     expect(page.locator("tr[data-instance='shop'] .state")).to_have_text("open")
     docs_screenshot(page, "instances")
 
+    # stop and start again: the desired state, then the session, follow
+    page.goto(stack.url + "/ui/instances/shop")
+    page.click("form[action$='/stop'] button")
+    expect(page.locator("#state")).to_have_text("stopped")
+    page.click("form[action$='/start'] button")
+    expect(page.locator("#state")).to_have_text("open")
+
     # deleting asks for the id first, then the instance is gone from the list
     page.goto(stack.url + "/ui/instances/shop/delete")
     page.fill("input[name=confirm]", "not-shop")
@@ -391,7 +398,19 @@ def test_a_test_send_reaches_the_sim_engine_and_its_message_sent_shows(
 ) -> None:
     page = context.new_page()
     log_in(page, stack)
-    open_instance(page, stack, "sender")
+    page.goto(stack.url + "/ui/instances")  # with a webhook endpoint of its own
+    page.fill("input[name=id]", "sender")
+    page.fill("input[name=webhook_url]", stack.url + "/nowhere")
+    page.fill("input[name=webhook_events]", "message.never")
+    page.click("form[action='/ui/instances'] button[type=submit]")
+    secret = page.locator("code.secret")
+    expect(secret).to_have_text(re.compile(r"^whsec_"))
+    page.goto(stack.url + "/ui/instances/sender")
+    expect(page.locator("main")).to_contain_text("sender/wh_")
+    assert "whsec_" not in page.content()  # shown once, on creation only
+    expect(page.locator("figure.qr svg")).to_be_visible()
+    assert stack.sim("sender", SCAN) == {"ok": True}
+    expect(page.locator("#state")).to_have_text("open")
     watch = context.new_page()
     watch.goto(stack.url + "/ui/events?instance=sender&type=message.sent")
     expect(watch.locator("#feed-state")).to_have_text("live")
