@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.endpoints import Handler
 from relay.models import DeliveryFilter
 from relay.problems import invalid_body
 from relay.routes import deliveries as api
 from relay.state import relay_state
 from relay.ui.calls import invoke
-from relay.ui.web import Ui, attempt, form_of, protected
+from relay.ui.web import Page, Ui, attempt, form_of, protected
 
 FILTERS = ("endpoint", "outcome", "since", "until")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$")
@@ -73,7 +74,7 @@ def routes(ui: Ui) -> list[Route]:
     async def page(request: Request) -> Response:
         return await show(request)
 
-    def action(handler: Any, fields: tuple[str, ...], kind: str) -> Any:
+    def action(handler: Handler, fields: tuple[str, ...], kind: str) -> Page:
         async def run(request: Request) -> Response:
             form = await form_of(request)
             body = _given(form, fields)

@@ -18,7 +18,7 @@ from relay.routes import messages, session
 from relay.routes.status import current_qr, current_status
 from relay.state import RelayState, relay_state
 from relay.ui.calls import Failed, invoke
-from relay.ui.web import Ui, attempt, form_of, protected
+from relay.ui.web import Page, Ui, attempt, form_of, protected
 from schemas.ids import is_instance_id
 from schemas.instances import SessionState
 
@@ -91,7 +91,7 @@ def routes(ui: Ui) -> list[Route]:
         context = await _status_context(relay_state(request), _instance(request))
         return ui.page(request, "_status.html", **context)
 
-    def desired(value: str) -> Any:
+    def desired(value: str) -> Page:
         async def change(request: Request) -> Response:
             instance = _instance(request)
             body = {"desired_state": value}

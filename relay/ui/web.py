@@ -79,11 +79,17 @@ async def form_of(request: Request) -> dict[str, str]:
     return form
 
 
-def login_redirect(request: Request) -> RedirectResponse:
+def login_redirect(request: Request) -> Response:
+    """To the login, then back; a part of a page that refreshes itself (htmx) sends the whole
+    page there instead of drawing the login form inside itself."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.method != "GET":
-        target = "/ui"
-    return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
+    if request.method != "GET" or request.headers.get("hx-request"):
+        target = request.headers.get("hx-current-url", "") if request.method == "GET" else ""
+        target = "/ui" + target.split("/ui", 1)[1] if "/ui" in target else "/ui"
+    login = f"/ui/login?next={quote(target)}"
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": login})
+    return RedirectResponse(login, status_code=303)
 
 
 def protected(ui: Ui, page: Page) -> Page:

@@ -72,3 +72,15 @@ async def test_a_refused_action_shows_the_problems_title_and_code() -> None:
         missing = await relay.get("/ui/instances/nobody")
         assert missing.status_code == 404
         assert "unknown_instance" in missing.text
+
+
+async def test_a_self_refreshing_part_sends_the_whole_page_to_the_login() -> None:
+    settings = route_settings(dashboard_password=SecretStr(PASSWORD))
+    async with relay_on(Fakes(), settings) as relay:
+        headers = {"HX-Request": "true", "HX-Current-URL": "http://relay.test/ui/instances"}
+        part = await relay.get("/ui/instances/rows", headers=headers)
+        assert part.status_code == 204
+        assert part.headers["hx-redirect"] == "/ui/login?next=/ui/instances"
+        page = await relay.get("/ui/instances/rows")  # the control: a plain request redirects
+        assert page.status_code == 303
+        assert page.headers["location"] == "/ui/login?next=/ui/instances/rows"
