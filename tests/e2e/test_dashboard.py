@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from relay.webhooks.signature import new_secret
-from schemas.sim import INBOUND, SCAN, SENT
+from schemas.sim import DROP, INBOUND, SCAN, SENT
 from tests.browser_support import (
     CHROMIUM_ARGS,
     FAILED,
@@ -363,6 +363,25 @@ def test_inbound_message_in_live_events_and_a_dead_letter_retried(
     expect(item.locator("pre")).to_contain_text(text)
     envelope = json.loads(item.locator("pre").inner_text())
     docs_screenshot(events, "events")
+
+    # the filter: the instance's other events show unfiltered, not on the filtered page
+    everything = context.new_page()
+    everything.goto(stack.url + "/ui/events")
+    expect(everything.locator("#feed-state")).to_have_text("live")
+    assert stack.sim("inbox", DROP) == {"ok": True}  # connection.close, then .open again
+    expect(everything.locator("li.event", has_text="connection.open")).to_have_count(1)
+    expect(events.locator("li.event")).to_have_count(1)
+    expect(events.locator("li.event[data-type='message.received']")).to_have_count(1)
+
+    # pause: what arrives meanwhile is counted, not shown
+    events.click("#pause")
+    expect(events.locator("#feed-state")).to_have_text("paused")
+    assert stack.sim("inbox", INBOUND, {"from": "5511999990000", "text": "while paused"})["ok"]
+    expect(everything.locator("li.event", has_text="while paused")).to_have_count(1)
+    events.click("#pause")
+    expect(events.locator("#feed-dropped")).to_contain_text("1 event(s) arrived while paused")
+    expect(events.locator("li.event")).to_have_count(1)
+    everything.close()
 
     row = f"tr[data-event='{envelope['id']}'][data-outcome='dead']"
     reload_until(page, stack.url + "/ui/deliveries?outcome=dead&endpoint=global", row)

@@ -84,3 +84,16 @@ async def test_a_self_refreshing_part_sends_the_whole_page_to_the_login() -> Non
         page = await relay.get("/ui/instances/rows")  # the control: a plain request redirects
         assert page.status_code == 303
         assert page.headers["location"] == "/ui/login?next=/ui/instances/rows"
+
+
+async def test_the_session_cookie_is_secure_over_tls() -> None:
+    settings = route_settings(dashboard_password=SecretStr(PASSWORD))
+    async with relay_on(Fakes(), settings) as relay:
+        relay.base_url = httpx.URL("https://relay.test")
+        accepted = await log_in(relay)
+        assert accepted.status_code == 303
+        assert "secure" in accepted.headers["set-cookie"].lower()
+        relay.base_url = httpx.URL("http://relay.test")  # the control: not over plain HTTP
+        relay.cookies.clear()
+        plain = await log_in(relay)
+        assert "secure" not in plain.headers["set-cookie"].lower()
