@@ -24,6 +24,7 @@ from relay.routes.docs import docs_routes
 from relay.routes.legacy import health_route
 from relay.state import OpenStores, RelayState, relay_state
 from relay.stores.nats_open import open_nats_stores
+from relay.ui import dashboard_routes
 from wabus.health import health_routes
 from wabus.logs import get_logger
 from wabus.settings import Settings
@@ -58,6 +59,7 @@ def create_app(
             health_route,
             *docs_routes(ENDPOINTS),
             Mount("/v1", routes=V1_ROUTES),
+            *dashboard_routes(settings),
         ],
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,

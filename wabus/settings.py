@@ -180,6 +180,17 @@ class Settings(BaseSettings):
         default=900.0, gt=0, validation_alias="WABUS_AUTH_FAILURE_WINDOW"
     )
 
+    # dashboard (issue 13): off unless a password is set (or `wabus dev` hands it a login token)
+    dashboard_password: SecretStr | None = Field(
+        default=None, validation_alias="WABUS_DASHBOARD_PASSWORD"
+    )
+    dashboard_login_token: SecretStr | None = Field(
+        default=None, validation_alias="WABUS_DASHBOARD_LOGIN_TOKEN"
+    )  # a one-time login link's token (`/ui/login/<token>`): `wabus dev` makes one per start
+    dashboard_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, validation_alias="WABUS_DASHBOARD_SESSION_HOURS"
+    )
+
     # connector: sessions, pacing, spool (issue 3)
     max_sessions: int = Field(default=64, ge=1, le=10_000, validation_alias="WABUS_MAX_SESSIONS")
     qr_max_refreshes: int = Field(default=5, ge=0, validation_alias="WABUS_QR_MAX_REFRESHES")

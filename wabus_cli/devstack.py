@@ -81,7 +81,11 @@ def dev_settings(
         "webhook_allow_cidrs": env.webhook_allow_cidrs or loopback,
         "engine": env.engine if "WABUS_ENGINE" in os.environ else EngineName.SIM,
     }
-    relay = env.model_copy(update={**common, "port": ports.relay})
+    dashboard: dict[str, object] = {}
+    if not env.dashboard_password and not env.dashboard_login_token:
+        # no configuration needed: a one-time link, exchanged once for a session
+        dashboard["dashboard_login_token"] = SecretStr(secrets.token_urlsafe(24))
+    relay = env.model_copy(update={**common, **dashboard, "port": ports.relay})
     connector = env.model_copy(update={**common, "port": ports.connector})
     return relay, connector
 
@@ -103,6 +107,7 @@ def banner(state: DevState, relay: Settings, connector: Settings, inspector: boo
         f"  connector  http://{LOOPBACK}:{connector.port}   (engine: {connector.engine.value})",
         f"  webhooks → {shown_url(relay.webhook_url or '')}"
         + ("   (built-in inspector)" if inspector else ""),
+        dashboard_line(relay),
         "",
         f"  API key         {shown_api_key(api_key)}   full value in {key_from}",
         f"  webhook secret  {shown_secret(secret)}   full value in {secret_from}",
@@ -122,6 +127,16 @@ def banner(state: DevState, relay: Settings, connector: Settings, inspector: boo
             '    wabus send default <phone digits> "hi from wabus"',
         ]
     return "\n".join(lines)
+
+
+def dashboard_line(relay: Settings) -> str:
+    """Where the dashboard is and how to log in: `wabus dev`'s one-time link (shown in full:
+    it is spent by its first use), or the password from the environment."""
+    base = f"http://{LOOPBACK}:{relay.port}/ui"
+    if relay.dashboard_login_token and not relay.dashboard_password:
+        token = relay.dashboard_login_token.get_secret_value()
+        return f"  dashboard  {base}/login/{token}   (one-time login link)"
+    return f"  dashboard  {base}   (password: WABUS_DASHBOARD_PASSWORD)"
 
 
 async def ready(url: str) -> bool:

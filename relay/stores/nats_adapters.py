@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import (
@@ -34,6 +35,7 @@ from relay.stores.ports import (
     ReplayGuard,
     RevisionConflict,
     Stored,
+    Unsubscribe,
 )
 from relay.waits import wait_for_value
 from wabus.natsbus import streams_present
@@ -150,6 +152,20 @@ class NatsMediaStore:
         except (BucketNotFoundError, ObjectNotFoundError, NotFoundError):
             return None
         return Media(result.data or b"", result.info.description or "")
+
+
+class NatsEventFeed:
+    """`EventFeed` on the relay's connection: one core subscription per follower."""
+
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+
+    async def subscribe(self, subject: str, deliver: Callable[[bytes], None]) -> Unsubscribe:
+        async def on_message(message: Msg) -> None:
+            deliver(message.data)
+
+        subscription = await self._nc.subscribe(subject, cb=on_message)
+        return subscription.unsubscribe
 
 
 class NatsHealth:

@@ -11,6 +11,7 @@ from relay.delivery.service import Deliveries, open_delivery_log
 from relay.replay import NatsReplayGuard
 from relay.stores.nats_adapters import (
     NatsCommandBus,
+    NatsEventFeed,
     NatsHealth,
     NatsInstanceStore,
     NatsMediaStore,
@@ -45,6 +46,7 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
         deliveries=deliveries,
         health=NatsHealth(nc, js, settings),
         queries=NatsQueries(nc, topology),
+        feed=NatsEventFeed(nc),
     )
     stop = asyncio.Event()
     delivering = asyncio.create_task(deliveries.run(stop))

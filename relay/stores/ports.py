@@ -9,7 +9,7 @@ limit, something absent) comes back as a value or as one of the errors below.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -113,6 +113,18 @@ class MediaStore(Protocol):
         """The media, or None when there is no such media (or no store yet)."""
 
 
+Unsubscribe = Callable[[], Awaitable[None]]
+
+
+class EventFeed(Protocol):
+    """Events as they are published (a core NATS subscription: no stream, no consumer, no
+    replay), for the dashboard's live view."""
+
+    async def subscribe(self, subject: str, deliver: Callable[[bytes], None]) -> Unsubscribe:
+        """Call `deliver` with each message's payload on `subject` (wildcards allowed) until the
+        returned function is awaited. `deliver` must not block."""
+
+
 class BusHealth(Protocol):
     """What `/readyz` reports about the bus."""
 
@@ -176,3 +188,5 @@ class Stores:
     health: BusHealth
     queries: QueryPort
     """Queries to the connector running an instance (`relay.stores.queries`)."""
+    feed: EventFeed | None = None
+    """Live events for the dashboard; None where there is no bus to follow (route tests)."""

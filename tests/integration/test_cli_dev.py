@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NATS
@@ -70,6 +72,15 @@ async def test_dev_shows_progress_then_the_banner_and_tail_follows_it(tmp_path: 
         shown = dev_log.read_text()
         assert shown.index("starting nats-server") < shown.index("wabus dev is running")
         assert "wabus tail" in shown
+        [link] = re.findall(r"http://\S+/ui/login/\S+", shown)
+        async with httpx.AsyncClient() as http:
+            first = await http.get(link)
+            again = await http.get(link)
+        assert first.status_code == 303
+        assert first.headers["location"] == "/ui/instances"
+        assert "wabus_session=" in first.headers["set-cookie"]
+        assert again.status_code == 403  # one time only
+        assert "login_link_used" in again.text
         with wabus_process(["tail", "default", "--type", "message.*"], env, tail_log):
 
             async def following() -> bool:
