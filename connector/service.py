@@ -179,6 +179,7 @@ async def run_connector(settings: Settings, stop: asyncio.Event) -> None:
         nats=shown_url(settings.nats_url or ""),
         port=settings.port,
         max_sessions=settings.max_sessions,
+        leases=settings.leases,
     )
     try:
         async with asyncio.TaskGroup() as tasks:
