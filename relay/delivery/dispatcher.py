@@ -24,8 +24,8 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -39,6 +39,7 @@ from relay.delivery.policy import (
     Delivered,
     RetryIn,
 )
+from relay.delivery.pull import ConsumerGone, Pull
 from relay.delivery.records import DeliveryLog, Trigger
 from relay.delivery.sender import EndpointSender
 from relay.delivery.sequence import DeliverySequence
@@ -66,6 +67,7 @@ UNSETTLED_RETRY_SECONDS = 5.0
 FETCH_BATCH = 256
 STATE_CHECK_SECONDS = 2.0
 FETCH_RETRY_SECONDS = 0.5
+FETCH_EXPIRES_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
 POISON_LANE = ("", "poison")
 
@@ -79,6 +81,7 @@ def ack_window(settings: Settings) -> float:
 class Shared:
     """What every endpoint's dispatcher in one relay process works with."""
 
+    nc: NATS
     js: JetStreamContext
     settings: Settings
     log: DeliveryLog
@@ -97,6 +100,7 @@ class EndpointDispatcher:
     def __init__(self, target: Target, shared: Shared) -> None:
         self.sender = EndpointSender(target, shared.js, shared.settings, shared.log)
         """Posts the events; the operator's retry and recovery use it too."""
+        self._nc = shared.nc
         self._js = shared.js
         self._settings = shared.settings
         self._topology = shared.settings.topology
@@ -149,30 +153,28 @@ class EndpointDispatcher:
             max_ack_pending=20_000,
             description=f"wabus webhooks for {target.key}",
             deliver_policy=DeliverPolicy.ALL,
+            durable_name=target.consumer,
+            filter_subject=target.events_subject(self._topology),
         )
         if target.start is not None:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = target.start
         return config
 
-    async def _bind(self) -> JetStreamContext.PullSubscription:
-        """The endpoint's durable consumer, its acknowledgement window brought up to date."""
+    async def _bind(self) -> Pull:
+        """The endpoint's durable consumer (made, or its acknowledgement window brought up to
+        date) and a pull on it."""
         stream, consumer = self._topology.events_stream, self.target.consumer
         wanted = self._consumer_config()
         try:
             info = await self._js.consumer_info(stream, consumer)
         except NotFoundError:
-            pass
+            await self._js.add_consumer(stream, wanted)
         else:
             if abs((info.config.ack_wait or 0) - (wanted.ack_wait or 0)) > 0.001:
                 await self._js.add_consumer(stream, replace(info.config, ack_wait=wanted.ack_wait))
                 log.info("webhook consumer's acknowledgement window updated", consumer=consumer)
-        return await self._js.pull_subscribe(
-            self.target.events_subject(self._topology),
-            durable=consumer,
-            stream=stream,
-            config=wanted,
-        )
+        return Pull(self._nc, stream, consumer)
 
     async def _await_previous_holder(self, stop: asyncio.Event) -> None:
         """After taking the endpoint over from a holder that vanished, wait until nothing it
@@ -222,11 +224,11 @@ class EndpointDispatcher:
         while not stop.is_set() and self._holding():
             try:
                 interrupted_at = await self._deliver_until_interrupted(stop, taking_over)
-            except UNAVAILABLE as error:
+            except (*UNAVAILABLE, ConsumerGone) as error:
                 interrupted_at = time.monotonic()
                 log.warning(
-                    "webhook delivery interrupted: NATS failed; resuming after one "
-                    "acknowledgement window, so what was in flight comes back first",
+                    "webhook delivery interrupted: NATS failed or the consumer went; resuming "
+                    "after one acknowledgement window, so what was in flight comes back first",
                     endpoint=key,
                     seconds=window,
                     error=repr(error),
@@ -242,49 +244,46 @@ class EndpointDispatcher:
         """One subscription's deliveries. Returns when a delivery was found missing (monotonic
         time), or None when stopping, the lease is lost or the endpoint disabled."""
         key = self.target.key
-        subscription = await self._bind()
         heartbeat: asyncio.Task[None] | None = None
         lost_at: float | None = None
-        try:
-            if taking_over:
-                await self._await_previous_holder(stop)
-            sequence = await self._next_delivery()
-            heartbeat = asyncio.create_task(self._heartbeat(stop))
-            log.info("delivering webhooks", endpoint=key, consumer=self.target.consumer)
-            checked = time.monotonic()
-            concurrency = self._settings.webhook_concurrency
-            async with ChatLanes[Fetched](self._handle, concurrency) as lanes:
-                while lost_at is None and not stop.is_set() and self._holding():
-                    if time.monotonic() - checked > STATE_CHECK_SECONDS:
-                        checked = time.monotonic()
-                        if await self._disabled():
-                            break
-                    await lanes.wait_below(concurrency * 4)
-                    fetched = await self._fetch(subscription)
-                    arrived = self._before_loss(sequence, fetched)
-                    if len(arrived) < len(fetched):
-                        lost_at = time.monotonic()  # the rest is left to JetStream: it comes later
-                    if len(arrived) > 1:  # redeliveries queued at different times, in one batch
-                        arrived.sort(key=_stream_sequence)
-                    for message in arrived:
-                        self._pending[id(message)] = message
-                        read = read_event(message.subject, message.data, _stream_sequence(message))
-                        lane = POISON_LANE if isinstance(read, Poison) else read.lane
-                        lanes.submit(lane, (message, read))
-                # fetched before a loss means earlier in the stream: finish it all
-                grace = ack_window(self._settings) if lost_at else STOP_GRACE_SECONDS
-                try:
-                    await asyncio.wait_for(lanes.drain(), grace)
-                except TimeoutError:
-                    log.info("stopping with events in flight: handed back", endpoint=key)
-        finally:  # what is still in a lane now goes back to JetStream for the next holder
-            if heartbeat is not None:
-                heartbeat.cancel()
-            await self._release_pending()
+        async with await self._bind() as pull:
             try:
-                await subscription.unsubscribe()
-            except UNAVAILABLE as error:
-                log.info("consumer subscription not closed", endpoint=key, error=repr(error))
+                if taking_over:
+                    await self._await_previous_holder(stop)
+                sequence = await self._next_delivery()
+                heartbeat = asyncio.create_task(self._heartbeat(stop))
+                log.info("delivering webhooks", endpoint=key, consumer=self.target.consumer)
+                checked = time.monotonic()
+                concurrency = self._settings.webhook_concurrency
+                async with ChatLanes[Fetched](self._handle, concurrency) as lanes:
+                    while lost_at is None and not stop.is_set() and self._holding():
+                        if time.monotonic() - checked > STATE_CHECK_SECONDS:
+                            checked = time.monotonic()
+                            if await self._disabled():
+                                break
+                        await lanes.wait_below(concurrency * 4)
+                        fetched = await self._fetch(pull)
+                        arrived = self._before_loss(sequence, fetched)
+                        if len(arrived) < len(fetched):
+                            lost_at = time.monotonic()  # the rest is left to JetStream
+                        if len(arrived) > 1:  # redeliveries queued at different times
+                            arrived.sort(key=_stream_sequence)
+                        for message in arrived:
+                            self._pending[id(message)] = message
+                            seq = _stream_sequence(message)
+                            read = read_event(message.subject, message.data, seq)
+                            lane = POISON_LANE if isinstance(read, Poison) else read.lane
+                            lanes.submit(lane, (message, read))
+                    # fetched before a loss means earlier in the stream: finish it all
+                    grace = ack_window(self._settings) if lost_at else STOP_GRACE_SECONDS
+                    try:
+                        await asyncio.wait_for(lanes.drain(), grace)
+                    except TimeoutError:
+                        log.info("stopping with events in flight: handed back", endpoint=key)
+            finally:  # what is still in a lane now goes back to JetStream for the next holder
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                await self._release_pending()
         return lost_at
 
     async def _disabled(self) -> bool:
@@ -298,18 +297,15 @@ class EndpointDispatcher:
             log.warning("endpoint disabled: delivery paused", endpoint=key)
         return disabled
 
-    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next events, as delivered; none while NATS is away (the subscription is kept,
-        so a delivery lost meanwhile shows as a skipped sequence)."""
+    async def _fetch(self, pull: Pull) -> list[Msg]:
+        """The next events, as delivered; none while NATS is away (the pull is kept, so a
+        delivery lost meanwhile shows as a skipped sequence)."""
         try:
-            messages = await subscription.fetch(batch=FETCH_BATCH, timeout=0.5)
-        except (NatsTimeoutError, TimeoutError):
-            return []
+            return await pull.fetch(FETCH_BATCH, FETCH_EXPIRES_SECONDS)
         except UNAVAILABLE as error:
             log.info("fetch failed: NATS unavailable", endpoint=self.target.key, error=repr(error))
             await asyncio.sleep(FETCH_RETRY_SECONDS)
             return []
-        return messages
 
     def _before_loss(self, sequence: DeliverySequence, fetched: list[Msg]) -> list[Msg]:
         """The messages that arrived before a skipped delivery (all of them when none was)."""

@@ -15,8 +15,8 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -98,9 +98,8 @@ class Deliveries:
         self._watch = ConfigWatch(self._apply, lambda: set(self._by_instance))
 
     @classmethod
-    async def open(
-        cls, js: JetStreamContext, settings: Settings, delivery_log: DeliveryLog
-    ) -> Deliveries:
+    async def open(cls, nc: NATS, settings: Settings, delivery_log: DeliveryLog) -> Deliveries:
+        js = nc.jetstream()
         topology = settings.topology
         replicas = settings.stream_replicas
         leases_kv = await open_bucket(
@@ -123,6 +122,7 @@ class Deliveries:
         )
         leases = Leases(js, topology.webhook_leases_bucket, holder_id(), settings.webhook_lease_ttl)
         shared = Shared(
+            nc,
             js,
             settings,
             delivery_log,

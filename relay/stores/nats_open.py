@@ -35,7 +35,7 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
     buckets = await until_ready(
         lambda: open_instance_buckets(js, topology, replicas=settings.stream_replicas), "buckets"
     )
-    deliveries = await Deliveries.open(js, settings, await open_delivery_log(settings))
+    deliveries = await Deliveries.open(nc, settings, await open_delivery_log(settings))
     stores = Stores(
         instances=NatsInstanceStore(buckets.config),
         status=NatsRecords(buckets.status),
