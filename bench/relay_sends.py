@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from procfs import process_tree  # noqa: E402 - beside this script
+from procfs import cpu_seconds, process_tree  # noqa: E402 - beside this script
 
 from relay.client import signed_headers  # noqa: E402
 from wabus.embedded import EmbeddedNats, free_port  # noqa: E402
@@ -236,19 +236,6 @@ def _wrk_phase(url: str, threads: int, connections: int, seconds: float, cap: in
     return result
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by `pids`: a figure the machine's other load
-    does not distort the way it distorts wall-clock rates."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -363,7 +350,7 @@ def main() -> None:
                 )
                 latency = _report(f"latency at {args.rate:g}/s", result, elapsed)
                 accepted += result.accepted
-            cpu_before = _cpu_seconds(relay_pids), _cpu_seconds([nats_pid])
+            cpu_before = cpu_seconds(relay_pids), cpu_seconds([nats_pid])
             if args.duration > 0 and args.load == "wrk":
                 result = _wrk_phase(
                     url,
@@ -386,8 +373,8 @@ def main() -> None:
                 throughput = _report("throughput", result, elapsed)
                 accepted += result.accepted
             if throughput:
-                relay_cpu = _cpu_seconds(relay_pids) - cpu_before[0]
-                nats_cpu = _cpu_seconds([nats_pid]) - cpu_before[1]
+                relay_cpu = cpu_seconds(relay_pids) - cpu_before[0]
+                nats_cpu = cpu_seconds([nats_pid]) - cpu_before[1]
                 sends = max(1, result.accepted)
                 print(json.dumps({
                     "relay_cpu_us_per_send": round(relay_cpu / sends * 1e6),

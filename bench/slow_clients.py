@@ -45,8 +45,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from procfs import process_tree  # noqa: E402 - beside this script
-from relay_sends import _cpu_seconds, _wait_ready  # noqa: E402
+from procfs import cpu_seconds, process_tree  # noqa: E402 - beside this script
+from relay_sends import _wait_ready  # noqa: E402
 
 from relay.client import signed_headers  # noqa: E402
 from wabus.embedded import EmbeddedNats, free_port  # noqa: E402
@@ -205,13 +205,13 @@ async def flood(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     out = context.Queue()
     attacker = context.Process(target=_attacker, args=(url, args, out))
     pids = process_tree(pid)
-    cpu_before, clock_before = _cpu_seconds(pids), time.monotonic()
+    cpu_before, clock_before = cpu_seconds(pids), time.monotonic()
     attacker.start()
     await asyncio.sleep(1.0)  # the attacker process is up and flooding
     latencies, statuses = await signed_sends(url, args.probes)
     outcome = await asyncio.to_thread(out.get)
     attacker.join()
-    cpu, wall = _cpu_seconds(pids) - cpu_before, time.monotonic() - clock_before
+    cpu, wall = cpu_seconds(pids) - cpu_before, time.monotonic() - clock_before
     sent = sum(outcome["answers"].values())
     return {
         "flood_offered_per_s": args.flood_rate,

@@ -62,7 +62,7 @@ from typing import Any, TypeVar, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from procfs import process_stats, process_tree  # noqa: E402 - beside this script
+from procfs import process_stats, process_tree, rss_mb  # noqa: E402 - beside this script
 
 from relay.webhooks.signature import new_secret  # noqa: E402
 from schemas.envelope import encode, make_event  # noqa: E402
@@ -101,7 +101,7 @@ def _log(message: str) -> None:
 # events
 
 
-def _event(chat: int, number: int, tag: str) -> tuple[str, bytes]:
+def _event(chat: int, number: int, tag: str, instance: str = INSTANCE) -> tuple[str, bytes]:
     """One `message.received` envelope (~510 bytes) whose text is `<tag><chat>#<number>`."""
     jid = f"55119{chat:08d}@s.whatsapp.net"
     data = MessageReceived.model_validate(
@@ -116,7 +116,7 @@ def _event(chat: int, number: int, tag: str) -> tuple[str, bytes]:
             "timestamp": datetime.now(UTC),
         }
     )
-    envelope = make_event(INSTANCE, data)
+    envelope = make_event(instance, data)
     return envelope.id, encode(envelope)
 
 
@@ -537,17 +537,6 @@ def _cores(
     return dict(sorted(((k, v) for k, v in cores.items() if v >= 0.02), key=lambda kv: -kv[1]))
 
 
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    break
-    return total / 1024
-
-
 class _RssSampler(threading.Thread):
     """The relay's resident memory (its whole process tree), every 0.5 s."""
 
@@ -559,7 +548,7 @@ class _RssSampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.samples.append((time.monotonic(), _rss_mb(process_tree(self.pid))))
+            self.samples.append((time.monotonic(), rss_mb(process_tree(self.pid))))
             if self.done.wait(0.5):
                 return
 
