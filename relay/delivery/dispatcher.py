@@ -246,7 +246,8 @@ class EndpointDispatcher:
         key = self.target.key
         heartbeat: asyncio.Task[None] | None = None
         lost_at: float | None = None
-        async with await self._bind() as pull:
+        pull = await self._bind()
+        async with pull:
             try:
                 if taking_over:
                     await self._await_previous_holder(stop)
@@ -284,6 +285,8 @@ class EndpointDispatcher:
                 if heartbeat is not None:
                     heartbeat.cancel()
                 await self._release_pending()
+                # after a loss, what came behind it is left to expire behind it
+                await pull.close(hand_back=lost_at is None)
         return lost_at
 
     async def _disabled(self) -> bool:

@@ -7,9 +7,9 @@ that pull: one inbox subscription whose callback appends to a queue, and one req
 time on JetStream's `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` (batch and expiry, the
 documented pull API), answered by the messages and, unless the batch was filled, a status message
 that ends the request (404 no messages, 408 expired, 409 for the request-level conflicts). A fetch
-returns as soon as anything has arrived, so one event is not held back waiting for a batch. The messages are nats-py's own, so
-`ack`, `nak` and `in_progress` work as usual. Tested against a real server in
-`tests/integration/test_pull.py`.
+returns as soon as anything has arrived, so one event is not held back waiting for a batch. The
+messages are nats-py's own, so `ack`, `nak` and `in_progress` work as usual. Tested against a real
+server in `tests/integration/test_pull.py`.
 
 Messages that arrive after a fetch returned (its request was still open on the server) wait in
 the queue for the next fetch, in the order they came: nothing is dropped between fetches.
@@ -66,12 +66,30 @@ class Pull:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        await self.close(hand_back=True)
+
+    async def close(self, *, hand_back: bool) -> None:
+        """Stop pulling. The open request is waited out first (JetStream cannot cancel one, and
+        what it delivered to a closed inbox would be lost until the acknowledgement window);
+        what arrived and was not fetched is handed back (`hand_back`) or left to JetStream to
+        redeliver after the window, behind a lost delivery."""
         if self._subscription is None:
             return
+        if self._coming:
+            self._wake.clear()
+            left = self._request_lapses - time.monotonic()
+            while self._coming and left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
+                self._wake.clear()
+                left = self._request_lapses - time.monotonic()
         try:
+            while hand_back and self._ready:
+                await self._ready.popleft().nak()
             await self._subscription.unsubscribe()
         except nats.errors.Error as error:  # the connection is gone: so is the subscription
-            log.info("pull inbox not unsubscribed", consumer=self._consumer, error=repr(error))
+            log.info("pull not closed cleanly", consumer=self._consumer, error=repr(error))
+        self._ready.clear()
         self._subscription = None
 
     async def fetch(self, batch: int, expires: float) -> list[Msg]:

@@ -185,3 +185,24 @@ async def test_a_restarted_server_is_pulled_from_again(tmp_path: Path) -> None:
 
 async def _connected(client: NATS) -> bool:
     return bool(client.is_connected)
+
+
+async def test_what_is_handed_back_at_close_goes_to_the_next_pull_at_once(
+    nc: NATS, stream: str
+) -> None:
+    """A message handed back while a request is still open on the server comes back into that
+    request; closing waits the request out and hands it back again, so the next pull gets it
+    at once — not after the acknowledgement window (300 s here). (Without the wait, the
+    dispatcher's hand-back after a 410 lost its events for a window every time:
+    `tests/integration/test_webhook_attempts.py`.)"""
+    js = nc.jetstream()
+    await publish(js, stream, range(1))
+    first = Pull(nc, stream, "d")
+    async with first:
+        [message] = await first.fetch(10, 1.0)  # the request stays open for 9 more
+        await message.nak()
+        await first.close(hand_back=True)
+    async with Pull(nc, stream, "d") as second:
+        [again] = await take(second, 1)
+    assert numbers([again]) == [0]
+    assert again.metadata.num_delivered >= 2
