@@ -10,7 +10,7 @@ from starlette.requests import Request
 from relay.problems import Problem
 from relay.state import RelayState
 from relay.stores.ports import PayloadTooLarge
-from schemas.envelope import Envelope, encode, utc_now
+from schemas.envelope import encode_parts, utc_now
 from schemas.ids import (
     COMMAND_ID_RULE,
     command_id_problem,
@@ -54,10 +54,7 @@ async def publish_command(
         raise Problem(400, "invalid_idempotency_key", f"a command id is {COMMAND_ID_RULE}")
     if not is_instance_id(instance):
         raise Problem(404, "unknown_instance", f"no instance {instance!r}")
-    envelope = Envelope[dict[str, Any]].model_construct(
-        id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
-    )
-    payload = encode(envelope)
+    payload = encode_parts(command_id, name, instance, utc_now(), data)
     bus = state.stores.commands
     limit = bus.max_payload
     if len(payload) > limit:

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.commands import SendText, normalise_recipient, parse_send
-from schemas.envelope import RawEnvelope, encode, make_event
+from schemas.envelope import RawEnvelope, encode, encode_parts, make_event
 from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
 from schemas.export import SCHEMA_DIR, generated_schemas, render
 from schemas.ids import derived_event_id, is_instance_id
@@ -155,3 +155,11 @@ def test_nested_timestamps_use_the_envelope_format() -> None:
     moment = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     wire = json.loads(encode(make_event("acme", received(), now=moment)))
     assert wire["data"]["timestamp"] == "2026-11-25T12:00:00.123Z"
+
+
+def test_encode_parts_is_encode_byte_for_byte() -> None:
+    """The relay's send path encodes commands from parts; consumers parse what `encode` writes."""
+    moment = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    data = {"to": "5511999999999", "text": 'olá / "quoted" \u2028', "mentions": [], "n": 1.5}
+    built = RawEnvelope(id="cmd_1", type="send", instance="acme", timestamp=moment, data=data)
+    assert encode_parts("cmd_1", "send", "acme", moment, data) == encode(built)
