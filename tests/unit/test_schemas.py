@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -163,3 +164,20 @@ def test_encode_parts_is_encode_byte_for_byte() -> None:
     data = {"to": "5511999999999", "text": 'olá / "quoted" \u2028', "mentions": [], "n": 1.5}
     built = RawEnvelope(id="cmd_1", type="send", instance="acme", timestamp=moment, data=data)
     assert encode_parts("cmd_1", "send", "acme", moment, data) == encode(built)
+
+
+def test_random_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
+    from schemas.ids import new_command_id, random_hex
+
+    ids = {new_command_id() for _ in range(5000)}  # more than one block of random bytes
+    assert len(ids) == 5000
+    assert all(len(i) == len("cmd_") + 24 for i in ids)
+    random_hex(1)  # the parent holds a partly used block when it forks
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, random_hex(16).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != random_hex(16)
