@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from express_baseline import run_express  # noqa: E402 - beside this script
 from procfs import process_tree  # noqa: E402 - beside this script
 
 from relay.client import signed_headers  # noqa: E402
@@ -315,6 +316,12 @@ def main() -> None:
         "--wrk-cap", type=int, default=15000, help="pre-signed requests per second of run"
     )
     parser.add_argument("--profile", type=Path, help="cProfile the relay (forces 1 worker)")
+    parser.add_argument(
+        "--express",
+        type=Path,
+        help="side by side: a copy of the seed's baseline folder (npm ci done); its Express API "
+        "gets the same wrk load right after the relay's throughput phase",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch, EmbeddedNats(Path(scratch) / "nats") as server:
@@ -394,10 +401,24 @@ def main() -> None:
                     "nats_server_cpu_us_per_send": round(nats_cpu / sends * 1e6),
                     "relay_cpu_seconds": round(relay_cpu, 2),
                 }), flush=True)  # fmt: skip
+            express = None
+            if args.express and throughput:
+                express = run_express(
+                    args.express.resolve(),
+                    args.generators,
+                    args.connections * args.generators,
+                    args.duration,
+                )
+                express["wabus_to_express_sends_ratio"] = round(
+                    throughput["sends_per_second"] / max(1, express["sends_per_second"]), 2
+                )
+                print(json.dumps(express), flush=True)
             stored = asyncio.run(_stored_commands(server.url))
             # wrk counts only requests answered before its deadline; the ones in flight then
             # (at most one per connection) are accepted and stored all the same.
             ok = accepted <= stored <= accepted + in_flight_at_cutoff
+            if express and not express["every_accepted_send_durable"]:
+                ok = False  # the baseline's figure means nothing if it lost sends
             print(
                 json.dumps(
                     {
@@ -410,10 +431,17 @@ def main() -> None:
                 flush=True,
             )
             if throughput and latency:
+                versus = (
+                    f"; {express['wabus_to_express_sends_ratio']}x the Express API's sends/s "
+                    f"(target >= 2), its sends durable: {express['every_accepted_send_durable']}"
+                    if express
+                    else ""
+                )
                 print(
-                    f"summary: {throughput['sends_per_second']} signed sends/s "
-                    f"(target >= 6000); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
-                    f"(target <= 15); durable: {ok}",
+                    f"summary: {throughput['sends_per_second']} signed sends/s, "
+                    f"{round(relay_cpu / sends * 1e6)} us of relay CPU per send (target <= 150 "
+                    f"on one worker); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
+                    f"(target <= 15); durable: {ok}{versus}",
                     flush=True,
                 )
         finally:
