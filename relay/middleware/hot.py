@@ -6,7 +6,7 @@ wrappers cost more relay CPU than the signature check and the validation togethe
 in docs/api.md). The endpoint is the same `Endpoint` and its gate the same code
 (`Endpoint.serve`); its errors go to the same handlers (`relay.problems`), and anything
 unexpected goes on up to the server-error middleware, as from any route. Starlette keeps the
-route too, for the other methods on its path (405).
+route too (the other methods on its path reach Starlette's router).
 """
 
 from __future__ import annotations
