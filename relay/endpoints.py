@@ -28,7 +28,7 @@ from relay.problems import (
     parse_json,
     require_json_body,
 )
-from relay.signed import authenticate
+from relay.signed import authenticate, header_map
 from relay.state import RelayState, relay_state
 from schemas.ids import is_instance_id
 from wabus.settings import ApiKey, Settings
@@ -133,7 +133,7 @@ class Endpoint:
                     f"key {key.key_id!r} is not scoped to instance {instance!r}",
                 )
         if self.body is not None:
-            require_json_body(request.headers.get("content-type"), body)
+            require_json_body(header_map(request).get("content-type"), body)
         query = self._query(request)
         return await self.handler(Call(request, state, body, key, query))
 

@@ -65,9 +65,7 @@ async def send(
     except ValidationError as error:
         raise invalid_body(error) from error
     await check_inline_media(message)
-    duplicate = await publish_command(
-        state, instance, SEND_COMMAND, message.model_dump(mode="json"), command_id
-    )
+    duplicate = await publish_command(state, instance, SEND_COMMAND, message, command_id)
     answer = SendAnswer(command_id=command_id, status="accepted", duplicate=duplicate)
     if wait <= 0:
         return 202, answer

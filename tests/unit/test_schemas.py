@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
 from schemas.commands import SendText, normalise_recipient, parse_send
-from schemas.envelope import RawEnvelope, encode, encode_parts, make_event
+from schemas.envelope import RawEnvelope, encode, encode_parts, format_timestamp, make_event
 from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
 from schemas.export import SCHEMA_DIR, generated_schemas, render
 from schemas.ids import derived_event_id, is_instance_id
@@ -161,9 +161,19 @@ def test_nested_timestamps_use_the_envelope_format() -> None:
 def test_encode_parts_is_encode_byte_for_byte() -> None:
     """The relay's send path encodes commands from parts; consumers parse what `encode` writes."""
     moment = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    other_zone = moment.astimezone(timezone(timedelta(hours=-3)))
+    assert format_timestamp(other_zone) == format_timestamp(moment) == "2026-11-29T12:00:00.123Z"
     data = {"to": "5511999999999", "text": 'olá / "quoted" \u2028', "mentions": [], "n": 1.5}
     built = RawEnvelope(id="cmd_1", type="send", instance="acme", timestamp=moment, data=data)
     assert encode_parts("cmd_1", "send", "acme", moment, data) == encode(built)
+    for send in (
+        {"to": "5511999999999", "text": "hi", "mentions": ["5511888888888"]},
+        {"type": "location", "to": "5511999999999", "latitude": -23.5, "longitude": -46.6},
+        {"type": "image", "to": "5511999999999", "url": "https://example.com/a.png"},
+    ):
+        message = parse_send(send)
+        as_dict = encode_parts("c", "send", "acme", moment, message.model_dump(mode="json"))
+        assert encode_parts("c", "send", "acme", moment, message) == as_dict
 
 
 def test_random_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
