@@ -10,8 +10,8 @@ arms one timer per publish and reads the two fields the relay needs straight fro
 from __future__ import annotations
 
 import asyncio
-import json
 
+import pydantic_core
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -66,7 +66,7 @@ class Acks:
             self._waiting.pop(token, None)
         if not message.data and message.headers and message.headers.get("Status") == _NO_RESPONDERS:
             raise NoStreamResponseError
-        ack = json.loads(message.data)
+        ack = pydantic_core.from_json(message.data)  # a third of json.loads' time on an ack
         if "error" in ack:
             refusal = ack["error"]
             raise APIError(
