@@ -4,7 +4,8 @@
 token, an `asyncio.wait_for` (a second future and its callbacks) and a `PubAck` dataclass. On
 the relay's hot path (two acked publishes per signed send) that was about a tenth of the relay's
 CPU, so `Acks` keeps one reply subscription per connection, numbers its requests with a counter,
-arms one timer per publish and reads the two fields the relay needs straight from the ack's JSON.
+lets one timer watch every publish in flight for its timeout, and reads the two fields the
+relay needs straight from the ack's JSON.
 """
 
 from __future__ import annotations
@@ -21,19 +22,16 @@ ACK_TIMEOUT_SECONDS = 5.0
 _NO_RESPONDERS = "503"
 
 
-def _expire(waiter: asyncio.Future[Msg]) -> None:
-    if not waiter.done():
-        waiter.set_exception(NatsTimeoutError())
-
-
 class Acks:
     """Acked publishes on one connection; `open` subscribes its reply subject once."""
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
         self._prefix = nc.new_inbox() + "."
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        """Waiters and their deadlines, by token."""
         self._counter = 0
+        self._sweep: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(cls, nc: NATS) -> Acks:
@@ -42,9 +40,28 @@ class Acks:
         return acks
 
     async def _answer(self, message: Msg) -> None:
-        waiter = self._waiting.pop(message.subject[len(self._prefix) :], None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
+        found = self._waiting.pop(message.subject[len(self._prefix) :], None)
+        if found is not None and not found[0].done():
+            found[0].set_result(message)
+
+    def _expire(self) -> None:
+        """One timer for every publish in flight (not one each, armed and cancelled per send):
+        fails those past their deadline and re-arms for the earliest left."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for token, (waiter, deadline) in list(self._waiting.items()):
+            if deadline <= now:
+                del self._waiting[token]
+                if not waiter.done():
+                    waiter.set_exception(NatsTimeoutError())
+        if self._waiting:
+            self._arm(loop, min(deadline for _, deadline in self._waiting.values()))
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = loop.call_at(deadline, self._expire)
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str]
@@ -56,13 +73,14 @@ class Acks:
         token = str(self._counter)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = waiter
-        timer = loop.call_later(ACK_TIMEOUT_SECONDS, _expire, waiter)
+        deadline = loop.time() + ACK_TIMEOUT_SECONDS
+        self._waiting[token] = (waiter, deadline)
+        if self._sweep is None or deadline < self._sweep.when():  # with one timeout: rarely
+            self._arm(loop, deadline)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             message = await waiter
         finally:
-            timer.cancel()
             self._waiting.pop(token, None)
         if not message.data and message.headers and message.headers.get("Status") == _NO_RESPONDERS:
             raise NoStreamResponseError

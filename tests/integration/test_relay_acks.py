@@ -120,3 +120,18 @@ async def test_a_replay_is_refused_by_another_relay_process(
         replayed = await http.post(here + TARGET, content=body, headers=headers)
         assert (replayed.status_code, replayed.json()["code"]) == (401, "replayed_request")
     assert await commands_stored(nc, settings) == 2
+
+
+async def test_one_timer_fails_each_silent_publish_at_its_own_deadline(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acks = await Acks.open(nc)
+    await nc.subscribe("silent.service", cb=_ignore)
+    monkeypatch.setattr(relay.jetstream, "ACK_TIMEOUT_SECONDS", 5.0)
+    slow = asyncio.ensure_future(acks.publish("silent.service", b"{}", {}))
+    await asyncio.sleep(0.05)
+    monkeypatch.setattr(relay.jetstream, "ACK_TIMEOUT_SECONDS", 0.2)
+    with pytest.raises(NatsTimeoutError):  # not held back by the earlier, later deadline
+        await asyncio.wait_for(acks.publish("silent.service", b"{}", {}), 2.0)
+    assert not slow.done()
+    slow.cancel()
