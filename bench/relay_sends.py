@@ -2,22 +2,25 @@
 
 Starts an embedded nats-server and the relay (`python -m relay`, WABUS_RELAY_WORKERS worker
 processes) on free ports, then drives signed `POST /v1/instances/bench/messages` requests from
-separate load-generator processes (aiohttp; each request is signed when it is sent, with its own
-body, so no two signatures repeat). Two phases:
+separate load-generator processes (each request with its own body, so no two signatures
+repeat). Two phases:
 
+- latency: open loop at a fixed `--rate` sends/s, requests signed beforehand and written as raw
+  HTTP/1.1 on kept-alive connections (aiohttp signing as it went cost the generators more CPU
+  than the relay on a 2-core machine); latency is measured from each request's *scheduled*
+  time, so a stalled relay cannot hide queueing (no coordinated omission);
 - throughput: closed loop, `--connections` requests in flight per generator, for `--duration` s;
   with `--load wrk` (the default when Debian's `wrk` is installed) wrk sends requests signed
-  beforehand (each signature used once, all within the ±300 s window), so the generator's own
-  CPU use stays small on a 2-core machine; with `--load python` aiohttp processes sign each
-  request as they send it;
-- latency: open loop at a fixed `--rate` sends/s; latency is measured from each request's
-  *scheduled* time, so a stalled relay cannot hide queueing (no coordinated omission).
+  beforehand (each signature used once, all within the ±300 s window); with `--load python`
+  aiohttp processes sign each request as they send it.
 
-The latency phase runs first, on the freshly warmed-up relay, then the throughput phase. At the
-end the script checks that every accepted send (202) is in `WA_COMMANDS`.
+The latency phase runs first, on the freshly warmed-up relay, then the throughput phase. With
+`--express DIR` the Node design's Express API gets the same wrk load right after
+(`express_baseline.py`), and the ratio of the two rates is printed. At the end the script
+checks that every accepted send (202) is in `WA_COMMANDS` (and every Express `202` in its queue).
 
-    python bench/relay_sends.py --workers 2 --generators 2 --connections 32 --duration 15 \\
-        --rate 1000 --rate-duration 15
+    python bench/relay_sends.py --workers 1 --generators 2 --connections 32 --duration 15 \\
+        --rate 1000 --rate-duration 15 --express /path/to/a/copy/of/seed-baseline
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -42,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from express_baseline import run_express  # noqa: E402 - beside this script
 from procfs import cpu_seconds, process_tree  # noqa: E402 - beside this script
 
 from relay.client import signed_headers  # noqa: E402
@@ -94,37 +99,83 @@ async def _closed_loop(url: str, generator: int, connections: int, seconds: floa
     return result
 
 
-async def _open_loop(url: str, generator: int, rate: float, seconds: float) -> Result:
-    import aiohttp
+def _raw_request(host: str, generator: int, number: int, now: float) -> bytes:
+    """One signed send as the bytes on the wire (signed ahead of its turn: the generator's own
+    CPU per request stays a fraction of aiohttp's, which competed with the relay for 2 cores)."""
+    body = json.dumps({"to": "5511999999999", "text": f"bench {generator}-{number}-{now}"})
+    headers = signed_headers(KEY_ID, SECRET, "POST", TARGET, body.encode(), now)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST {TARGET} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{head}\r\n{body}"
+    ).encode()
 
+
+_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
+async def _exchange(stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], raw: bytes) -> int:
+    """Send one request on a kept-alive connection; its status once the answer is read."""
+    reader, writer = stream
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = _LENGTH.search(head)
+    await reader.readexactly(int(length.group(1)) if length else 0)
+    return int(head[9:12])
+
+
+async def _open_loop(url: str, generator: int, rate: float, seconds: float) -> Result:
+    """Requests started at a fixed rate on kept-alive connections (a new one when all are
+    busy); latency counts from each request's scheduled time, not from when it could start."""
     result = Result()
     interval = 1.0 / rate
     total = int(rate * seconds)
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        clock = time.perf_counter  # uvloop's loop.time() is cached per iteration, in ms
-        start = clock() + 0.05
-        running: set[asyncio.Task[None]] = set()
+    host, port = url.removeprefix("http://").split(":")
+    now = time.time()
+    requests = [_raw_request(f"{host}:{port}", generator, n, now) for n in range(total)]
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened: list[asyncio.StreamWriter] = []
+    clock = time.perf_counter  # uvloop's loop.time() is cached per iteration, in ms
+    start = clock() + 0.05
+    running: set[asyncio.Task[None]] = set()
 
-        async def one(number: int, scheduled: float) -> None:
-            status = await _post(session, url, generator, number)
-            if status == 202:
-                result.accepted += 1
-                result.latencies_ms.append((clock() - scheduled) * 1000)
-            else:
-                result.errors[status] = result.errors.get(status, 0) + 1
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        stream = await asyncio.open_connection(host, int(port))
+        opened.append(stream[1])
+        return stream
 
-        # A pacing loop starts each request at its scheduled time (only the requests in
-        # flight exist as tasks); latency counts from the schedule, not from the start.
-        for number in range(total):
-            scheduled = start + number * interval
-            delay = scheduled - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(number, scheduled))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+    async def one(raw: bytes, scheduled: float) -> None:
+        stream = idle.pop() if idle else await connect()
+        try:
+            status = await _exchange(stream, raw)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # a kept-alive connection the server closed while idle (uvicorn: after 5 s):
+            # nothing was read from it, so the request goes again on a new one, as any
+            # HTTP client does; a second failure counts as an error
+            try:
+                stream = await connect()
+                status = await _exchange(stream, raw)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                result.errors[-1] = result.errors.get(-1, 0) + 1
+                return
+        idle.append(stream)
+        if status == 202:
+            result.accepted += 1
+            result.latencies_ms.append((clock() - scheduled) * 1000)
+        else:
+            result.errors[status] = result.errors.get(status, 0) + 1
+
+    for number, raw in enumerate(requests):
+        scheduled = start + number * interval
+        delay = scheduled - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(raw, scheduled))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+    for writer in opened:
+        writer.close()
     return result
 
 
@@ -302,6 +353,12 @@ def main() -> None:
         "--wrk-cap", type=int, default=15000, help="pre-signed requests per second of run"
     )
     parser.add_argument("--profile", type=Path, help="cProfile the relay (forces 1 worker)")
+    parser.add_argument(
+        "--express",
+        type=Path,
+        help="side by side: a copy of the seed's baseline folder (npm ci done); its Express API "
+        "gets the same wrk load right after the relay's throughput phase",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch, EmbeddedNats(Path(scratch) / "nats") as server:
@@ -381,10 +438,24 @@ def main() -> None:
                     "nats_server_cpu_us_per_send": round(nats_cpu / sends * 1e6),
                     "relay_cpu_seconds": round(relay_cpu, 2),
                 }), flush=True)  # fmt: skip
+            express = None
+            if args.express and throughput:
+                express = run_express(
+                    args.express.resolve(),
+                    args.generators,
+                    args.connections * args.generators,
+                    args.duration,
+                )
+                express["wabus_to_express_sends_ratio"] = round(
+                    throughput["sends_per_second"] / max(1, express["sends_per_second"]), 2
+                )
+                print(json.dumps(express), flush=True)
             stored = asyncio.run(_stored_commands(server.url))
             # wrk counts only requests answered before its deadline; the ones in flight then
             # (at most one per connection) are accepted and stored all the same.
             ok = accepted <= stored <= accepted + in_flight_at_cutoff
+            if express and not express["every_accepted_send_durable"]:
+                ok = False  # the baseline's figure means nothing if it lost sends
             print(
                 json.dumps(
                     {
@@ -397,10 +468,17 @@ def main() -> None:
                 flush=True,
             )
             if throughput and latency:
+                versus = (
+                    f"; {express['wabus_to_express_sends_ratio']}x the Express API's sends/s "
+                    f"(target >= 2), its sends durable: {express['every_accepted_send_durable']}"
+                    if express
+                    else ""
+                )
                 print(
-                    f"summary: {throughput['sends_per_second']} signed sends/s "
-                    f"(target >= 6000); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
-                    f"(target <= 15); durable: {ok}",
+                    f"summary: {throughput['sends_per_second']} signed sends/s, "
+                    f"{round(relay_cpu / sends * 1e6)} us of relay CPU per send (target <= 150 "
+                    f"on one worker); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
+                    f"(target <= 15); durable: {ok}{versus}",
                     flush=True,
                 )
         finally:

@@ -16,6 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from relay.endpoints import routes_of
 from relay.middleware.deadline import BodyDeadlineMiddleware
 from relay.middleware.guard import FailedAuthGuard
+from relay.middleware.hot import HotRoutes
 from relay.middleware.hygiene import HygieneMiddleware
 from relay.problems import EXCEPTION_HANDLERS
 from relay.ratelimit import RateLimiter
@@ -70,7 +71,8 @@ def create_app(
 def _middleware(settings: Settings) -> list[Middleware]:
     """Outermost first: the client address is settled first (trusted proxies only), the request
     id covers everything, CORS answers preflights itself and adds its headers to the guard's
-    429, the body deadline sits next to the routes that read bodies."""
+    429, the body deadline sits next to the routes that read bodies, and the hot path's
+    router last, so that every layer above serves it as it serves any route."""
     stack = []
     if settings.trusted_proxies:  # uvicorn's own: the rightmost untrusted X-Forwarded-For entry
         trusted = [str(network) for network in settings.trusted_proxies]
@@ -102,4 +104,5 @@ def _middleware(settings: Settings) -> list[Middleware]:
         )
     )
     stack.append(Middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout))
+    stack.append(Middleware(HotRoutes, endpoints=ENDPOINTS))
     return stack

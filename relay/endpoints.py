@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from relay.problems import (
     Problem,
@@ -27,7 +28,7 @@ from relay.problems import (
     parse_json,
     require_json_body,
 )
-from relay.signed import authenticate
+from relay.signed import authenticate, header_map
 from relay.state import RelayState, relay_state
 from schemas.ids import is_instance_id
 from wabus.settings import ApiKey, Settings
@@ -103,15 +104,18 @@ class Endpoint:
     deprecated: bool = False
     headers: tuple[str, ...] = ()
     """Optional request headers the endpoint reads (documented): e.g. `Idempotency-Key`."""
+    hot: bool = False
+    """Served by `relay.middleware.hot` ahead of Starlette's router: the signed send."""
 
     @property
     def path_params(self) -> list[str]:
         return _PATH_PARAM.findall(self.path)
 
     def route(self) -> Route:
-        return Route(self.path, self._serve, methods=[self.method], name=self.operation_id)
+        return Route(self.path, _EndpointApp(self), methods=[self.method], name=self.operation_id)
 
-    async def _serve(self, request: Request) -> Response:
+    async def serve(self, request: Request) -> Response:
+        """The gate (signature, replay, rate, scope, media type, query), then the handler."""
         state = relay_state(request)
         body, key = b"", None
         if self.signed:
@@ -129,7 +133,7 @@ class Endpoint:
                     f"key {key.key_id!r} is not scoped to instance {instance!r}",
                 )
         if self.body is not None:
-            require_json_body(request.headers.get("content-type"), body)
+            require_json_body(header_map(request).get("content-type"), body)
         query = self._query(request)
         return await self.handler(Call(request, state, body, key, query))
 
@@ -158,6 +162,19 @@ class Endpoint:
             return self.query.model_validate(params)
         except ValidationError as error:
             raise invalid_body(error, "invalid_query") from error
+
+
+class _EndpointApp:
+    """An endpoint as a plain ASGI app. Starlette wraps a function endpoint in its own request
+    and exception layers; a Problem raised here reaches the app's handlers (`relay.problems`)
+    through the exception middleware all the same, one layer fewer on every request."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint.serve(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 def routes_of(endpoints: list[Endpoint]) -> list[Route]:

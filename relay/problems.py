@@ -6,6 +6,7 @@ plain 500 problem — never a stack trace in a response.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -206,7 +207,8 @@ async def handle_bus_error(request: Request, error: Exception) -> Response:
     return problem_response(problem, request_id_of(request))
 
 
-EXCEPTION_HANDLERS = {
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+EXCEPTION_HANDLERS: dict[type[Exception], ErrorHandler] = {
     ClientDisconnect: handle_client_gone,
     Problem: handle_problem,
     NatsError: handle_bus_error,

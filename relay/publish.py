@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from relay.problems import Problem
+from relay.signed import header_map
 from relay.state import RelayState
 from relay.stores.ports import PayloadTooLarge
-from schemas.envelope import Envelope, encode, utc_now
+from schemas.envelope import encode_parts, utc_now
 from schemas.ids import (
     COMMAND_ID_RULE,
     command_id_problem,
@@ -28,7 +30,7 @@ def command_id_from(request: Request) -> str:
 
     Checked against the identifier rule here, where it enters: a key NATS cannot store as part of
     a send record key would otherwise be published and only fail inside the connector."""
-    key = request.headers.get("idempotency-key")
+    key = header_map(request).get("idempotency-key")
     if key is None:
         return new_command_id()
     problem = command_id_problem(key)
@@ -43,7 +45,7 @@ def command_id_from(request: Request) -> str:
 
 
 async def publish_command(
-    state: RelayState, instance: str, name: str, data: dict[str, Any], command_id: str
+    state: RelayState, instance: str, name: str, data: dict[str, Any] | BaseModel, command_id: str
 ) -> bool:
     """Publish and wait for JetStream's ack: once this returns, the command is durable.
     True when JetStream recognised the command id as a duplicate (an idempotent retry)."""
@@ -54,10 +56,7 @@ async def publish_command(
         raise Problem(400, "invalid_idempotency_key", f"a command id is {COMMAND_ID_RULE}")
     if not is_instance_id(instance):
         raise Problem(404, "unknown_instance", f"no instance {instance!r}")
-    envelope = Envelope[dict[str, Any]].model_construct(
-        id=command_id, type=name, instance=instance, timestamp=utc_now(), data=data
-    )
-    payload = encode(envelope)
+    payload = encode_parts(command_id, name, instance, utc_now(), data)
     bus = state.stores.commands
     limit = bus.max_payload
     if len(payload) > limit:

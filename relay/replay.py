@@ -8,12 +8,11 @@ fails the timestamp check anyway, so forgetting it then is safe.
 
 from __future__ import annotations
 
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from relay.auth import TOLERANCE_SECONDS
-from relay.jetstream import publish_acked
+from relay.jetstream import Acks
 from schemas.subjects import Topology
 from wabus.buckets import open_bucket
 
@@ -25,19 +24,19 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 class NatsReplayGuard:
     """`relay.stores.ports.ReplayGuard` on a KV bucket, written through its subjects."""
 
-    def __init__(self, nc: NATS, bucket: str) -> None:
-        self._nc = nc
+    def __init__(self, acks: Acks, bucket: str) -> None:
+        self._acks = acks
         self._subject_prefix = f"$KV.{bucket}."
 
     @classmethod
-    async def open(cls, nc: NATS, js: JetStreamContext, topology: Topology) -> NatsReplayGuard:
+    async def open(cls, acks: Acks, js: JetStreamContext, topology: Topology) -> NatsReplayGuard:
         await open_bucket(
             js,
             topology.replay_bucket,
             "Signatures of accepted relay requests (replay protection)",
             ttl=WINDOW_SECONDS,
         )
-        return cls(nc, topology.replay_bucket)
+        return cls(acks, topology.replay_bucket)
 
     async def first_seen(self, signature: str) -> bool:
         """Record `signature`; False when it was already recorded (a replay).
@@ -49,7 +48,7 @@ class NatsReplayGuard:
         """
         key = signature.removeprefix("v1=")
         try:
-            await publish_acked(self._nc, self._subject_prefix + key, b"", _CREATE_ONLY)
+            await self._acks.publish(self._subject_prefix + key, b"", _CREATE_ONLY)
         except APIError as error:
             if error.err_code in _WRONG_LAST_SEQUENCE:
                 return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 from starlette.applications import Starlette
 
@@ -24,7 +26,13 @@ def app_from_environment() -> Starlette:
     configure_logging(settings.log_level, settings.log_format)
     RelayProtocol.header_timeout = settings.header_timeout
     RelayProtocol.body_timeout = settings.body_timeout
-    return create_app(settings)
+    app = create_app(settings)
+    # What is loaded and built by now (modules, models, the app) lives as long as the process:
+    # frozen out of the collector's sight, a full collection scans only what requests create.
+    # Under sends at 1,000/s full collections took 18-44 ms each, a stall of every request in
+    # flight and most of the p99 (docs/api.md).
+    gc.freeze()
+    return app
 
 
 def main() -> None:

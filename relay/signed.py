@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from relay.auth import AuthError, verify_request
 from relay.problems import Problem
@@ -12,21 +12,42 @@ from relay.state import RelayState, relay_state
 from wabus.settings import ApiKey
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
+_HEADER_MAP = "wabus.headers"
+
+
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers as a dict (lower-case names; the first of repeated ones, as
+    Starlette's `Headers.get` gives), built once per request and kept in its scope. A signed
+    send reads six headers; each `Headers.get` scans the list, and a missing one raises."""
+    found: dict[str, str] | None = request.scope.get(_HEADER_MAP)
+    if found is None:
+        found = request.scope[_HEADER_MAP] = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(request.scope["headers"])
+        }
+    return found
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
+    declared = header_map(request).get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
+    # ASGI messages read directly: Starlette's `request.stream()` is an async generator, which
+    # cost more than the rest of this function on the send path
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def request_target(request: Request) -> str:
@@ -49,7 +70,7 @@ async def authenticate(
     now = time.time()
     try:
         verified = verify_request(
-            state.keys, request.headers, request.method, request_target(request), body, now
+            state.keys, header_map(request), request.method, request_target(request), body, now
         )
     except AuthError as error:
         raise Problem(401, error.code, error.detail, headers=UNAUTHORIZED_HEADERS) from error

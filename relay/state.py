@@ -31,5 +31,6 @@ class RelayState:
 
 
 def relay_state(request: Request) -> RelayState:
-    state: RelayState = request.state.relay
+    # from the scope: `request.state` builds a State wrapper first, on every signed request
+    state: RelayState = request.scope["state"]["relay"]
     return state

@@ -13,8 +13,8 @@ never later where NATS would reject it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import secrets
 from typing import Annotated
 
 from pydantic import StringConstraints
@@ -122,14 +122,46 @@ def command_id_problem(value: object) -> str | None:
     return f"it must start with a letter or digit ({COMMAND_ID_RULE})"
 
 
+class _RandomBytes:
+    """`os.urandom` drawn a block at a time: one system call per 4 KiB of ids instead of one per
+    id. On the relay's send path (a request id and a command id per send) those calls were a
+    tenth of the app's CPU on a busy machine. Still the kernel's CSPRNG: a command id must not
+    be guessable (another key could claim it as its Idempotency-Key first). A forked child
+    starts a fresh block, so parent and child never hand out the same bytes."""
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._block, self._at = b"", 0
+
+    def hex(self, size: int) -> str:
+        if self._at + size > len(self._block):
+            self._block, self._at = os.urandom(self.BLOCK), 0
+        start, self._at = self._at, self._at + size
+        return self._block[start : self._at].hex()
+
+
+_random = _RandomBytes()
+
+
+def random_hex(size: int) -> str:
+    """`size` random bytes as hex, like `secrets.token_hex` (same source, fewer system calls)."""
+    return _random.hex(size)
+
+
 def new_event_id() -> str:
     """A random event id, for events that have no source id of their own."""
-    return "evt_" + secrets.token_hex(12)
+    return "evt_" + random_hex(12)
 
 
 def new_command_id() -> str:
     """A random command id, used when the caller sent no `Idempotency-Key`."""
-    return "cmd_" + secrets.token_hex(12)
+    return "cmd_" + random_hex(12)
 
 
 def derived_event_id(instance: str, event_type: str, source_id: str) -> str:

@@ -6,6 +6,7 @@ is what an operator needs when a deployment is misconfigured.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from enum import StrEnum
@@ -289,8 +290,14 @@ class Settings(BaseSettings):
 
     @property
     def topology(self) -> Topology:
-        return Topology(self.subject_prefix)
+        return _topology(self.subject_prefix)
 
     @property
     def keys(self) -> dict[str, ApiKey]:
         return parse_api_keys(self.api_keys)
+
+
+@functools.lru_cache(maxsize=16)
+def _topology(prefix: str) -> Topology:
+    """One (immutable) Topology per prefix: the send path asks for it on every request."""
+    return Topology(prefix)

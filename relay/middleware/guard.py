@@ -15,6 +15,7 @@ through one's own addresses buys nothing. The buckets are bounded (`relay.rateli
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -42,7 +43,13 @@ FAILED = Counter(
 def client_key(scope: Scope) -> str:
     """The bucket of a request's client: its address, or its /64 for IPv6."""
     client = scope.get("client")
-    host = client[0] if client else ""
+    return _bucket_of(client[0] if client else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _bucket_of(host: str) -> str:
+    """Cached: parsing an address costs more than the rest of the guard, and a busy client
+    sends many requests from one address."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -16,10 +16,11 @@ hot path of every send.
 from __future__ import annotations
 
 import re
-import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from schemas.ids import random_hex
 
 REQUEST_ID = b"x-request-id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -49,7 +50,7 @@ class HygieneMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming(scope) or "req_" + secrets.token_hex(8)
+        request_id = _incoming(scope) or "req_" + random_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (REQUEST_ID, request_id.encode())
 

@@ -21,7 +21,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from relay.delivery.service import Deliveries
-from relay.jetstream import publish_acked
+from relay.jetstream import Acks
 from relay.replay import NatsReplayGuard
 from relay.stores.ports import (
     BusHealth,
@@ -120,8 +120,9 @@ class NatsRecords:
 class NatsCommandBus:
     """`WA_COMMANDS`: one acked publish per command, its id as `Nats-Msg-Id`."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, acks: Acks) -> None:
         self._nc = nc
+        self._acks = acks
 
     @property
     def max_payload(self) -> int:
@@ -129,9 +130,7 @@ class NatsCommandBus:
 
     async def publish(self, subject: str, payload: bytes, message_id: str) -> bool:
         try:
-            _, duplicate = await publish_acked(
-                self._nc, subject, payload, {"Nats-Msg-Id": message_id}
-            )
+            _, duplicate = await self._acks.publish(subject, payload, {"Nats-Msg-Id": message_id})
         except MaxPayloadError as error:
             raise PayloadTooLarge(str(error)) from error
         return duplicate
@@ -190,8 +189,8 @@ def _conformance(
     """Never called: mypy checks here that each adapter is its port."""
     _instances: InstanceStore = NatsInstanceStore(kv)
     _records: Records = NatsRecords(kv)
-    _commands: CommandBus = NatsCommandBus(nc)
-    _replay: ReplayGuard = NatsReplayGuard(nc, "bucket")
+    _commands: CommandBus = NatsCommandBus(nc, Acks(nc))
+    _replay: ReplayGuard = NatsReplayGuard(Acks(nc), "bucket")
     _media: MediaStore = NatsMediaStore(js, "store")
     _health: BusHealth = NatsHealth(nc, js, settings)
     _deliveries: DeliveryControl = deliveries

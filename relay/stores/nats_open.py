@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from relay.delivery.service import Deliveries, open_delivery_log
+from relay.jetstream import Acks
 from relay.replay import NatsReplayGuard
 from relay.stores.nats_adapters import (
     NatsCommandBus,
@@ -31,7 +32,8 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
     js = nc.jetstream()
     topology = settings.topology
     await until_ready(lambda: ensure_streams(js, settings), "streams")
-    replay = await NatsReplayGuard.open(nc, js, topology)
+    acks = await Acks.open(nc)
+    replay = await NatsReplayGuard.open(acks, js, topology)
     buckets = await until_ready(
         lambda: open_instance_buckets(js, topology, replicas=settings.stream_replicas), "buckets"
     )
@@ -40,7 +42,7 @@ async def open_nats_stores(settings: Settings) -> AsyncIterator[Stores]:
         instances=NatsInstanceStore(buckets.config),
         status=NatsRecords(buckets.status),
         sends=NatsRecords(buckets.sends),
-        commands=NatsCommandBus(nc),
+        commands=NatsCommandBus(nc, acks),
         replay=replay,
         media=NatsMediaStore(js, topology.media_store),
         deliveries=deliveries,

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
 from schemas.commands import SendText, normalise_recipient, parse_send
-from schemas.envelope import RawEnvelope, encode, make_event
+from schemas.envelope import RawEnvelope, encode, encode_parts, format_timestamp, make_event
 from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
 from schemas.export import SCHEMA_DIR, generated_schemas, render
 from schemas.ids import derived_event_id, is_instance_id
@@ -155,3 +156,38 @@ def test_nested_timestamps_use_the_envelope_format() -> None:
     moment = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     wire = json.loads(encode(make_event("acme", received(), now=moment)))
     assert wire["data"]["timestamp"] == "2026-11-25T12:00:00.123Z"
+
+
+def test_encode_parts_is_encode_byte_for_byte() -> None:
+    """The relay's send path encodes commands from parts; consumers parse what `encode` writes."""
+    moment = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    other_zone = moment.astimezone(timezone(timedelta(hours=-3)))
+    assert format_timestamp(other_zone) == format_timestamp(moment) == "2026-11-29T12:00:00.123Z"
+    data = {"to": "5511999999999", "text": 'olá / "quoted" \u2028', "mentions": [], "n": 1.5}
+    built = RawEnvelope(id="cmd_1", type="send", instance="acme", timestamp=moment, data=data)
+    assert encode_parts("cmd_1", "send", "acme", moment, data) == encode(built)
+    for send in (
+        {"to": "5511999999999", "text": "hi", "mentions": ["5511888888888"]},
+        {"type": "location", "to": "5511999999999", "latitude": -23.5, "longitude": -46.6},
+        {"type": "image", "to": "5511999999999", "url": "https://example.com/a.png"},
+    ):
+        message = parse_send(send)
+        as_dict = encode_parts("c", "send", "acme", moment, message.model_dump(mode="json"))
+        assert encode_parts("c", "send", "acme", moment, message) == as_dict
+
+
+def test_random_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
+    from schemas.ids import new_command_id, random_hex
+
+    ids = {new_command_id() for _ in range(5000)}  # more than one block of random bytes
+    assert len(ids) == 5000
+    assert all(len(i) == len("cmd_") + 24 for i in ids)
+    random_hex(1)  # the parent holds a partly used block when it forks
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, random_hex(16).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != random_hex(16)

@@ -1,0 +1,63 @@
+"""The hot path's router: endpoints marked `hot` (the signed send) are matched and served here,
+innermost of the relay's middleware, before Starlette's exception middleware and router.
+
+Why: on a signed send those two layers, the route's request/response wrapper and their send
+wrappers cost more relay CPU than the signature check and the validation together (the profile
+in docs/api.md). The endpoint is the same `Endpoint` and its gate the same code
+(`Endpoint.serve`); its errors go to the same handlers (`relay.problems`), and anything
+unexpected goes on up to the server-error middleware, as from any route. Starlette keeps the
+route too (the other methods on its path reach Starlette's router).
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from relay.endpoints import Endpoint
+from relay.problems import EXCEPTION_HANDLERS, ErrorHandler
+
+
+class HotRoutes:
+    def __init__(self, app: ASGIApp, endpoints: list[Endpoint]) -> None:
+        self.app = app
+        self.routes: list[tuple[str, re.Pattern[str], Endpoint]] = [
+            (endpoint.method, compile_path(endpoint.path)[0], endpoint)
+            for endpoint in endpoints
+            if endpoint.hot
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            for method, pattern, endpoint in self.routes:
+                if scope["method"] == method and (match := pattern.match(scope["path"])):
+                    scope["path_params"] = match.groupdict()
+                    await _serve(endpoint, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive)
+    try:
+        response = await endpoint.serve(request)
+    except Exception as error:
+        handler = _handler_for(error)
+        if handler is None:
+            raise  # the server-error middleware answers (and logs) it, as for any route
+        response = await handler(request, error)
+    await response(scope, receive, send)
+
+
+def _handler_for(error: Exception) -> ErrorHandler | None:
+    """The app's handler for `error`'s class, as Starlette's exception middleware picks it;
+    None for the catch-all, which is the server-error middleware's."""
+    for cls in type(error).__mro__:
+        if cls is Exception:
+            return None
+        if cls in EXCEPTION_HANDLERS:
+            return EXCEPTION_HANDLERS[cls]
+    return None
