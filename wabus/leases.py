@@ -125,6 +125,8 @@ class Leases:
                 if not self.holds(instance):
                     lost.append(instance)
                 continue
+            if instance not in self._held:
+                continue  # released while this renewal was on its way
             self._held[instance] = _Held(new_revision, sent_at, held.handed_over)
         for instance in lost:
             self._held.pop(instance, None)
@@ -139,9 +141,20 @@ class Leases:
         marker = json.dumps({"holder": None, "released_by": self.holder}).encode()
         try:
             kv = await self._bucket()
-            await kv.update(instance, marker, last=held.revision)
-        except (KeyWrongLastSequenceError, KeyNotFoundError) as error:
-            log.warning("lease not released: no longer ours", key=instance, error=repr(error))
+            revision = held.revision
+            for _ in range(2):
+                try:
+                    await kv.update(instance, marker, last=revision)
+                    return
+                except KeyWrongLastSequenceError:
+                    # a renewal cut off when stopping may have landed unrecorded: still ours?
+                    entry = await kv.get(instance)
+                    if _lease_value(entry.value).get("holder") != self.holder:
+                        raise
+                    revision = entry.revision or 0
+            log.warning("lease not released: it kept changing; it expires by itself", key=instance)
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            log.warning("lease not released: another holder has it now", key=instance)
         except UNAVAILABLE as error:
             log.warning("lease not released: it expires by itself", key=instance, error=repr(error))
 

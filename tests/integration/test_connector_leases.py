@@ -121,3 +121,21 @@ async def test_a_holder_is_sure_of_its_lease_for_one_ttl_and_a_release_is_a_hand
     third = Leases(js, bucket, "c", 1.0)
     await eventually(lambda: third.acquire("acme"), timeout=10, interval=0.2)
     assert not third.handed_over("acme")
+
+
+async def test_a_release_after_a_renewal_it_did_not_record_still_hands_the_lease_over(
+    settings: Settings, nc: NATS
+) -> None:
+    """A renewal cut off while stopping may land without its revision being recorded; the
+    release that follows must still write the hand-over marker, not leave the lease to expire."""
+    js, topology = nc.jetstream(), settings.topology
+    await ensure_buckets(js, topology, lease_ttl=30.0)
+    leases = Leases(js, topology.leases_bucket, "a", 30.0)
+    assert await leases.acquire("acme")
+    kv = await js.key_value(topology.leases_bucket)
+    entry = await kv.get("acme")
+    await kv.update("acme", entry.value or b"", last=entry.revision)  # the unrecorded renewal
+    await leases.release("acme")
+    assert await Leases(js, topology.leases_bucket, "b", 30.0).acquire("acme")  # at once
+    released = await kv.get("acme")
+    assert b'"holder": "b"' in (released.value or b"")
