@@ -75,6 +75,8 @@ class Receiver:
     deliveries: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     """When each delivery arrived (monotonic), beside `deliveries`."""
+    paths: list[str] = field(default_factory=list)
+    """The path each delivery was posted to (`/hook`, `/hook/<name>`), beside `deliveries`."""
     rejected: list[str] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     """Event ids in the order their answers were sent."""
@@ -93,6 +95,7 @@ class Receiver:
                 return Response(status_code=400)
             self.deliveries.append((headers, event))
             self.times.append(time.monotonic())
+            self.paths.append(request.url.path)
             self.arrived.set()
             if pause := self.delay(event):
                 await asyncio.sleep(pause)
@@ -109,7 +112,12 @@ class Receiver:
                 media_type="application/json",
             )
 
-        return Starlette(routes=[Route("/hook", receive, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/hook", receive, methods=["POST"]),
+                Route("/hook/{name}", receive, methods=["POST"]),
+            ]
+        )
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         return [e for _, e in self.deliveries if event_type is None or e["type"] == event_type]

@@ -4,8 +4,10 @@ dead endpoint delays nobody else.
 
 One relay at a time holds an endpoint's lease and delivers for it; that is what keeps each chat's
 events in publish order when several relay replicas run. The others stand by and take over when
-the lease expires. Every attempt goes through `policy.decide`; this module only gathers its inputs
-and applies the decision: ack, nak with the delay, dead-letter, or disable the endpoint.
+the lease expires or is handed over (the endpoints are shared out among the relays:
+`relay.delivery.balance`). Every attempt goes through `policy.decide`; this module only gathers
+its inputs and applies the decision: ack, nak with the delay, dead-letter, or disable the
+endpoint.
 
 Order across a takeover (docs/webhooks.md, "Ordering"): a holder starts a request only while it
 is sure of its lease (`Leases.holds`), and keeps the events waiting in its lanes from being
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -32,6 +34,7 @@ from nats.js.errors import NotFoundError
 
 from relay.delivery import metrics
 from relay.delivery.attempts import AttemptCounts
+from relay.delivery.balance import Balance
 from relay.delivery.events import EventRef, Poison, read_event
 from relay.delivery.lanes import ChatLanes
 from relay.delivery.policy import (
@@ -91,6 +94,8 @@ class Shared:
     """Which endpoints are disabled."""
     attempts: AttemptCounts
     """How many requests each event being retried has had."""
+    balance: Balance = field(default_factory=Balance)
+    """How many leases this relay should hold (`relay.delivery.balance`)."""
 
 
 Fetched = tuple[Msg, EventRef | Poison]
@@ -108,7 +113,11 @@ class EndpointDispatcher:
         self._leases = shared.leases
         self._states = shared.states
         self._attempts = shared.attempts
+        self._balance = shared.balance
         self.lease_lost = asyncio.Event()
+        self.handing_over = asyncio.Event()
+        """Set to give the endpoint to another relay: what was fetched is finished, nothing more
+        is fetched, then the lease is released with the hand-over marker."""
         self._pending: dict[int, Msg] = {}
         """Fetched and not finished, by `id()` (messages are not hashable)."""
 
@@ -126,7 +135,11 @@ class EndpointDispatcher:
         key = self.target.key
         while not stop.is_set():
             try:
-                if await self._states.disabled(key) is None and await self._leases.acquire(key):
+                if (
+                    self._balance.may_claim(len(self._leases.held))
+                    and await self._states.disabled(key) is None
+                    and await self._leases.acquire(key)
+                ):
                     self.lease_lost.clear()
                     metrics.ENDPOINTS_HELD.inc()
                     try:
@@ -134,6 +147,9 @@ class EndpointDispatcher:
                     finally:
                         metrics.ENDPOINTS_HELD.dec()
                         await self._leases.release(key)
+                        if self.handing_over.is_set():
+                            self.handing_over.clear()
+                            log.info("webhook endpoint handed over", endpoint=key)
             except UNAVAILABLE as error:
                 log.warning("endpoint dispatcher restarting", endpoint=key, error=repr(error))
             except Exception:
@@ -196,7 +212,7 @@ class EndpointDispatcher:
 
     async def _wait_until(self, stop: asyncio.Event, deadline: float) -> None:
         """Sleep until `deadline` (monotonic), unless stopping or the lease is lost first."""
-        while not stop.is_set() and not self.lease_lost.is_set():
+        while not self._leaving(stop) and not self.lease_lost.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -208,6 +224,10 @@ class EndpointDispatcher:
     async def _next_delivery(self) -> DeliverySequence:
         info = await self._js.consumer_info(self._topology.events_stream, self.target.consumer)
         return DeliverySequence(info.delivered.consumer_seq + 1)
+
+    def _leaving(self, stop: asyncio.Event) -> bool:
+        """Stopping, or handing the endpoint over."""
+        return stop.is_set() or self.handing_over.is_set()
 
     def _holding(self) -> bool:
         return not self.lease_lost.is_set() and self._leases.holds(self.target.key)
@@ -221,7 +241,7 @@ class EndpointDispatcher:
         key = self.target.key
         window = ack_window(self._settings) + REDELIVERY_LAG_SECONDS
         taking_over = True
-        while not stop.is_set() and self._holding():
+        while not self._leaving(stop) and self._holding():
             try:
                 interrupted_at = await self._deliver_until_interrupted(stop, taking_over)
             except (*UNAVAILABLE, ConsumerGone) as error:
@@ -257,7 +277,7 @@ class EndpointDispatcher:
                 checked = time.monotonic()
                 concurrency = self._settings.webhook_concurrency
                 async with ChatLanes[Fetched](self._handle, concurrency) as lanes:
-                    while lost_at is None and not stop.is_set() and self._holding():
+                    while lost_at is None and not self._leaving(stop) and self._holding():
                         if time.monotonic() - checked > STATE_CHECK_SECONDS:
                             checked = time.monotonic()
                             if await self._disabled():
@@ -275,8 +295,10 @@ class EndpointDispatcher:
                             read = read_event(message.subject, message.data, seq)
                             lane = POISON_LANE if isinstance(read, Poison) else read.lane
                             lanes.submit(lane, (message, read))
-                    # fetched before a loss means earlier in the stream: finish it all
-                    grace = ack_window(self._settings) if lost_at else STOP_GRACE_SECONDS
+                    # fetched before a loss means earlier in the stream, and a hand-over is
+                    # clean only when nothing is cut off: finish it all
+                    finish = lost_at is not None or self.handing_over.is_set()
+                    grace = ack_window(self._settings) if finish else STOP_GRACE_SECONDS
                     try:
                         await asyncio.wait_for(lanes.drain(), grace)
                     except TimeoutError:

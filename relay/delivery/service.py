@@ -21,9 +21,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from relay.delivery.attempts import AttemptCounts
+from relay.delivery.balance import Balance, fair_share
 from relay.delivery.dispatcher import EndpointDispatcher, Shared
 from relay.delivery.events import EventRef, Poison, read_event
 from relay.delivery.policy import Decision, Delivered
+from relay.delivery.presence import RelayPresence
 from relay.delivery.records import DeliveryLog, NullDeliveryLog, Trigger
 from relay.delivery.states import EndpointStates
 from relay.delivery.targets import Target, global_target, instance_targets
@@ -83,8 +85,10 @@ def holder_id() -> str:
 
 
 class Deliveries:
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, presence: RelayPresence) -> None:
         self._shared = shared
+        self._presence = presence
+        self._balance = shared.balance
         self._js = shared.js
         self._settings = shared.settings
         self._topology = shared.settings.topology
@@ -120,7 +124,8 @@ class Deliveries:
             ttl=settings.events_max_age,
             replicas=replicas,
         )
-        leases = Leases(js, topology.webhook_leases_bucket, holder_id(), settings.webhook_lease_ttl)
+        holder = holder_id()
+        leases = Leases(js, topology.webhook_leases_bucket, holder, settings.webhook_lease_ttl)
         shared = Shared(
             nc,
             js,
@@ -129,12 +134,16 @@ class Deliveries:
             leases,
             EndpointStates(states_kv),
             AttemptCounts(attempts_kv),
+            Balance(),
         )
-        return cls(shared)
+        return cls(shared, RelayPresence(js, topology.webhook_leases_bucket, holder))
 
     # running
 
     async def run(self, stop: asyncio.Event) -> None:
+        await (
+            self._count_relays()
+        )  # before the first claim, so a relay joining takes its share only
         target = global_target(self._settings)
         if target is None:
             log.warning("WABUS_WEBHOOK_URL or WABUS_WEBHOOK_SECRET unset: no global endpoint")
@@ -145,6 +154,7 @@ class Deliveries:
             await self._watch.run(self._js, self._topology, stop)
         finally:
             renewals.cancel()
+            await self._leave()
             for running in self._running.values():
                 running.stop.set()
             await asyncio.gather(*(r.task for r in self._running.values()))
@@ -156,11 +166,13 @@ class Deliveries:
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))
         self._running[target.key] = Running(dispatcher, task, stop)
+        self._balance.endpoints = len(self._running)
 
     async def _stop_endpoint(self, key: str, *, forget: bool) -> None:
         running = self._running.pop(key, None)
         if running is None:
             return
+        self._balance.endpoints = len(self._running)
         running.stop.set()
         await running.task
         if forget:  # the endpoint was removed: its consumer would only pile up events
@@ -195,6 +207,44 @@ class Deliveries:
                 running = self._running.get(key)
                 if running is not None:
                     running.dispatcher.lease_lost.set()
+            await self._count_relays()
+            self._hand_over_surplus()
+
+    async def _count_relays(self) -> None:
+        """Announce this relay and count the relays running; on failure the last count stands."""
+        try:
+            await self._presence.announce()
+            relays = await self._presence.count()
+        except UNAVAILABLE as error:
+            log.info("relays not counted: NATS away", error=repr(error))
+            return
+        if relays != self._balance.relays:
+            log.info(
+                "relays running",
+                relays=relays,
+                endpoints=self._balance.endpoints,
+                share=fair_share(self._balance.endpoints, relays),
+            )
+        self._balance.relays = max(relays, 1)
+
+    def _hand_over_surplus(self) -> None:
+        held = self._leases.held & set(self._running)
+        for key in self._balance.to_hand_over(held):
+            dispatcher = self._running[key].dispatcher
+            if not dispatcher.handing_over.is_set():
+                log.info(
+                    "handing a webhook endpoint over to a relay below its share",
+                    endpoint=key,
+                    relays=self._balance.relays,
+                    share=self._balance.share,
+                )
+                dispatcher.handing_over.set()
+
+    async def _leave(self) -> None:
+        try:
+            await self._presence.leave()
+        except UNAVAILABLE as error:
+            log.info("relay presence left to expire: NATS away", error=repr(error))
 
     # the operator's side
 

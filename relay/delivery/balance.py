@@ -1,0 +1,52 @@
+"""Fair shares of the webhook endpoints among the relays that run, so that adding relays spreads
+delivery instead of leaving it all with whichever relay claimed the leases first.
+
+Every relay knows every endpoint and counts the relays alive (`relay.delivery.presence`); each
+holds at most ceil(endpoints / relays) leases. It claims a free lease only below that share and
+hands its surplus over. The shares add up to at least the number of endpoints, so every endpoint
+always fits on some relay; a relay that has not counted yet (NATS away at its start) has no limit,
+which is how a single relay behaves anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def fair_share(endpoints: int, relays: int) -> int:
+    """The most endpoints one of `relays` relays should deliver for."""
+    if endpoints <= 0:
+        return 0
+    return math.ceil(endpoints / max(relays, 1))
+
+
+def surplus(held: Iterable[str], share: int) -> list[str]:
+    """The held endpoints to hand over: those beyond the share, last in key order, so that checks
+    repeated while a hand-over is under way pick the same ones."""
+    ordered = sorted(held)
+    return ordered[max(share, 0) :]
+
+
+@dataclass
+class Balance:
+    """This relay's view: how many relays run (None until counted) and how many endpoints."""
+
+    relays: int | None = None
+    endpoints: int = 0
+
+    @property
+    def share(self) -> int | None:
+        """The most leases to hold now; None for no limit."""
+        if self.relays is None:
+            return None
+        return fair_share(self.endpoints, self.relays)
+
+    def may_claim(self, held: int) -> bool:
+        share = self.share
+        return share is None or held < share
+
+    def to_hand_over(self, held: Iterable[str]) -> list[str]:
+        share = self.share
+        return [] if share is None else surplus(held, share)

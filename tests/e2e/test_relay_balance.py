@@ -1,0 +1,158 @@
+"""Relays share the webhook endpoints out: three endpoints, one relay delivering them all, a second
+relay joins and takes its share (handed over cleanly: nothing lost, nothing twice, every chat in
+order at every endpoint), then stops with SIGTERM and hands its share back. Both relays run as
+`python -m relay`; events flow the whole time."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError
+
+from relay.client import RelayClient
+from schemas.envelope import encode, make_event
+from tests.conftest import API_KEY_ID, API_SECRET
+from tests.integration.test_webhook_delivery import inbound
+from tests.processes import ready, service, stack_env
+from tests.support import Receiver, eventually, running
+from wabus.embedded import free_port
+from wabus.natsbus import ensure_streams
+from wabus.settings import Settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+INSTANCES = ("bal-a", "bal-b")
+ENDPOINTS = ("global", "bal-a/hook", "bal-b/hook")
+CHATS = 3
+PER_PHASE = 8
+"""Events per chat and instance in each of the three phases."""
+
+
+async def publish_phase(nc: NATS, settings: Settings, phase: int) -> None:
+    js = nc.jetstream()
+    for number in range(phase * PER_PHASE, (phase + 1) * PER_PHASE):
+        for instance in INSTANCES:
+            for chat in range(CHATS):
+                jid = f"55119000001{chat:02d}@s.whatsapp.net"
+                text = f"{instance}:{chat}#{number}"
+                envelope = make_event(instance, inbound(number, jid, text))
+                await js.publish(
+                    settings.topology.event(instance, envelope.type),
+                    encode(envelope),
+                    headers={"Nats-Msg-Id": envelope.id},
+                )
+
+
+async def holders(nc: NATS, settings: Settings) -> dict[str, str | None]:
+    """Each endpoint's lease holder (None: free or released)."""
+    kv = await nc.jetstream().key_value(settings.topology.webhook_leases_bucket)
+    found: dict[str, str | None] = {}
+    for key in ENDPOINTS:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            found[key] = None
+            continue
+        holder = json.loads(entry.value or b"{}").get("holder")
+        found[key] = holder if isinstance(holder, str) else None
+    return found
+
+
+def held_by(found: dict[str, str | None], pid: int) -> int:
+    return sum(1 for holder in found.values() if holder and f"-{pid}-" in holder)
+
+
+def arrivals(receiver: Receiver) -> dict[tuple[str, str], list[int]]:
+    """Per endpoint path and chat, the event numbers in the order they arrived (every arrival)."""
+    order: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for path, (_, event) in zip(receiver.paths, receiver.deliveries, strict=True):
+        chat, number = event["data"]["text"].split("#")
+        order[(path, chat)].append(int(number))
+    return order
+
+
+EXPECTED = 3 * PER_PHASE * CHATS * len(INSTANCES) * 2
+"""Three phases; the global endpoint gets every event, each instance's endpoint its own."""
+
+
+async def all_arrived(receiver: Receiver) -> bool:
+    return len(receiver.deliveries) >= EXPECTED
+
+
+async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
+    settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
+) -> None:
+    receiver = Receiver(webhook_secret)
+    await ensure_streams(nc.jetstream(), settings)
+    log = tmp_path / "relays.log"
+    async with running(receiver.app()) as receiver_url:
+        env = stack_env(
+            settings,
+            receiver_url,
+            webhook_secret,
+            WABUS_WEBHOOK_LEASE_TTL="3",  # hand-overs within a second or two
+            WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
+        )
+        first_port, second_port = free_port(), free_port()
+        try:
+            with ExitStack() as processes:
+                first = processes.enter_context(
+                    service("relay", env | {"PORT": str(first_port)}, log)
+                )
+                await eventually(lambda: ready(f"http://127.0.0.1:{first_port}"), timeout=30)
+                first_url = f"http://127.0.0.1:{first_port}"
+                async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
+                    for instance in INSTANCES:
+                        url = f"{receiver_url}/hook/{instance}"
+                        hook = {"id": "hook", "url": url, "secret": webhook_secret}
+                        await client.create_instance(instance, webhooks=[hook])
+
+                async def first_holds_all() -> bool:
+                    return held_by(await holders(nc, settings), first.pid) == len(ENDPOINTS)
+
+                await eventually(first_holds_all, timeout=30)
+                alone = await holders(nc, settings)
+                await publish_phase(nc, settings, 0)
+
+                second = processes.enter_context(
+                    service("relay", env | {"PORT": str(second_port)}, log)
+                )
+
+                async def shared_out() -> dict[str, str | None] | None:
+                    found = await holders(nc, settings)
+                    split = held_by(found, first.pid) == 2 and held_by(found, second.pid) == 1
+                    return found if split else None
+
+                together = await eventually(shared_out, timeout=30)
+                await publish_phase(nc, settings, 1)
+                second.send_signal(signal.SIGTERM)
+                second.wait(timeout=30)
+                await eventually(first_holds_all, timeout=30)
+                await publish_phase(nc, settings, 2)
+                await eventually(lambda: all_arrived(receiver), timeout=60)
+        finally:
+            print(log.read_text())
+
+    assert held_by(alone, first.pid) == 3
+    assert held_by(together, second.pid) == 1  # the joining relay delivered its share
+    assert "handing a webhook endpoint over" in log.read_text()
+    assert receiver.rejected == []
+    order = arrivals(receiver)
+    paths = {path for path, _ in order}
+    assert paths == {"/hook", "/hook/bal-a", "/hook/bal-b"}
+    expected_numbers = list(range(3 * PER_PHASE))
+    for (path, chat), numbers in order.items():
+        assert numbers == expected_numbers, f"{chat} at {path} arrived as {numbers}"
+    sent = Counter(
+        (path, headers["webhook-id"])
+        for path, (headers, _) in zip(receiver.paths, receiver.deliveries, strict=True)
+    )
+    twice = [delivery for delivery, count in sent.items() if count > 1]
+    assert twice == []
+    assert len(receiver.deliveries) == EXPECTED
