@@ -56,13 +56,12 @@ from webhook_delivery import (  # noqa: E402
     _detailed_stats,
     _ensure_streams,
     _event,
-    _get,
     _post,
     _publish_backlog,
-    _receiver_process,
     _stop,
     _tail,
     _wait_ready,
+    start_receiver,
 )
 
 from wabus.embedded import EmbeddedNats, free_port  # noqa: E402
@@ -513,32 +512,11 @@ def _relay_size(
 
 
 def _start_receiver(stack: _Stack) -> tuple[str, str]:
-    import multiprocessing
-
     from relay.webhooks.signature import new_secret
 
     secret = new_secret()
-    port = free_port()
-    child = multiprocessing.get_context("spawn").Process(
-        target=_receiver_process, args=(port, secret), daemon=True, name="scale-receiver"
-    )
-    child.start()
-
-    def stop() -> None:
-        child.terminate()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
-
-    stack.cleanup.callback(stop)
-    receiver = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        with contextlib.suppress(OSError):
-            _get(receiver + "/stats")
-            return receiver, secret
-        time.sleep(0.05)
-    raise TimeoutError("the receiver did not start")
+    receiver, _ = start_receiver(stack.cleanup, secret, "scale-receiver")
+    return receiver, secret
 
 
 def _relays(options: argparse.Namespace, stack: _Stack) -> dict[str, Any]:

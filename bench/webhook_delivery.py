@@ -697,12 +697,13 @@ def _start_database(bench: _Bench) -> None:
     _log(f"delivery log in the throwaway database {name}")
 
 
-def _start_receiver(bench: _Bench) -> None:
-    bench.secret = new_secret()
+def start_receiver(cleanup: contextlib.ExitStack, secret: str, name: str) -> tuple[str, int]:
+    """The receiver in a process of its own (stopped by `cleanup`): its URL and pid, once it
+    answers."""
     port = free_port()
-    bench.receiver = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
     child = multiprocessing.get_context("spawn").Process(
-        target=_receiver_process, args=(port, bench.secret), daemon=True, name="bench-receiver"
+        target=_receiver_process, args=(port, secret), daemon=True, name=name
     )
     child.start()
 
@@ -713,14 +714,19 @@ def _start_receiver(bench: _Bench) -> None:
             child.kill()
             child.join()
 
-    bench.cleanup.callback(stop)
-    bench.receiver_pid = child.pid or 0
+    cleanup.callback(stop)
     for _ in range(300):
         with contextlib.suppress(OSError):
-            _get(bench.receiver + "/stats")
-            return
+            _get(url + "/stats")
+            return url, child.pid or 0
         time.sleep(0.05)
     raise TimeoutError("the receiver did not start")
+
+
+def _start_receiver(bench: _Bench) -> None:
+    bench.secret = new_secret()
+    receiver = start_receiver(bench.cleanup, bench.secret, "bench-receiver")
+    bench.receiver, bench.receiver_pid = receiver
 
 
 def _bare_phase(bench: _Bench) -> dict[str, Any]:

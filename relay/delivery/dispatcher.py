@@ -283,18 +283,8 @@ class EndpointDispatcher:
                             if await self._disabled():
                                 break
                         await lanes.wait_below(concurrency * 4)
-                        fetched = await self._fetch(pull)
-                        arrived = self._before_loss(sequence, fetched)
-                        if len(arrived) < len(fetched):
+                        if not await self._fetch_into(lanes, pull, sequence):
                             lost_at = time.monotonic()  # the rest is left to JetStream
-                        if len(arrived) > 1:  # redeliveries queued at different times
-                            arrived.sort(key=_stream_sequence)
-                        for message in arrived:
-                            self._pending[id(message)] = message
-                            seq = _stream_sequence(message)
-                            read = read_event(message.subject, message.data, seq)
-                            lane = POISON_LANE if isinstance(read, Poison) else read.lane
-                            lanes.submit(lane, (message, read))
                     # fetched before a loss means earlier in the stream, and a hand-over is
                     # clean only when nothing is cut off: finish it all
                     finish = lost_at is not None or self.handing_over.is_set()
@@ -310,6 +300,23 @@ class EndpointDispatcher:
                 # after a loss, what came behind it is left to expire behind it
                 await pull.close(hand_back=lost_at is None)
         return lost_at
+
+    async def _fetch_into(
+        self, lanes: ChatLanes[Fetched], pull: Pull, sequence: DeliverySequence
+    ) -> bool:
+        """Fetch the next events into their chats' lanes, in stream order; False when a delivery
+        went missing (only what arrived before it was taken)."""
+        fetched = await self._fetch(pull)
+        arrived = self._before_loss(sequence, fetched)
+        if len(arrived) > 1:  # redeliveries queued at different times
+            arrived.sort(key=_stream_sequence)
+        for message in arrived:
+            self._pending[id(message)] = message
+            seq = _stream_sequence(message)
+            read = read_event(message.subject, message.data, seq)
+            lane = POISON_LANE if isinstance(read, Poison) else read.lane
+            lanes.submit(lane, (message, read))
+        return len(arrived) == len(fetched)
 
     async def _disabled(self) -> bool:
         key = self.target.key
