@@ -441,10 +441,14 @@ def _relay_size(
     instances = [f"i{size}{letter}" for letter in "abc"]
     asyncio.run(_create_endpoints(relays[0][1], instances, receiver, secret))
     pids = {relay.pid: number for number, (relay, _, _) in enumerate(relays)}
-    deadline = time.monotonic() + 30
-    while len(holders := asyncio.run(_lease_holders(stack.nats_url, prefix))) < len(instances):
+    deadline = time.monotonic() + 60
+    spread = min(size, len(instances))  # the shares: every relay holds one, or more
+    while True:  # until every endpoint is held and shared out
+        holders = asyncio.run(_lease_holders(stack.nats_url, prefix))
+        if len(holders) == len(instances) and len(set(holders.values())) >= spread:
+            break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"leases held: {holders}")
+            raise RuntimeError(f"endpoints not shared out among {size} relays: {holders}")
         time.sleep(0.2)
     by_endpoint = {
         key: pids.get(int(holder.split("-")[-2]), -1) + 1 for key, holder in holders.items()

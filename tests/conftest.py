@@ -20,13 +20,21 @@ from nats.js.errors import NotFoundError
 
 from relay.webhooks.signature import new_secret
 from schemas.subjects import Topology
-from wabus.embedded import EmbeddedNats
+from wabus.embedded import EmbeddedNats, share_ports
 from wabus.settings import Settings
 
-POSTGRES_SERVER_URL = os.environ.pop("DATABASE_URL", None)
+_HANDED_TO_WORKERS = "WABUS_TEST_POSTGRES_URL"
+POSTGRES_SERVER_URL = os.environ.pop("DATABASE_URL", None) or os.environ.get(_HANDED_TO_WORKERS)
 """Taken out of the environment so that no service a test starts (in process or as a child) writes
 to the shared database: a test that wants Postgres asks for `database_url`, a database of its own
-on that server."""
+on that server. Kept under another name for the test workers (pytest-xdist), which start from the
+environment of the process that imported this first."""
+if POSTGRES_SERVER_URL:
+    os.environ[_HANDED_TO_WORKERS] = POSTGRES_SERVER_URL
+
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw"):  # one of several test processes picking ports side by side
+    share_ports(int(_worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 API_KEY_ID = "test"
 API_SECRET = "s3cret-" + "x" * 24

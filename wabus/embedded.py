@@ -27,11 +27,26 @@ def nats_server_binary() -> str:
 _HANDED_OUT: set[int] = set()
 """Ports this process was given: the kernel may offer a port again as soon as the probe closes,
 so two services started together could otherwise be given the same one."""
+_SHARE = (0, 1)
+"""(index, count): this process takes only the ports `p` with `p // 2 % count == index` (Linux
+offers odd ports to `bind` and keeps the even ones for outgoing connections, so a class made by
+`p % 2` would be nearly empty)."""
+
+
+def share_ports(index: int, count: int) -> None:
+    """Several processes pick free ports side by side (parallel test workers): give each its own
+    residue class, since one cannot see what another was given and has not bound yet."""
+    global _SHARE
+    if not 0 <= index < count:
+        raise ValueError(f"port share {index} of {count}")
+    _SHARE = (index, count)
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else any free port not handed out before in this process."""
-    candidates = ([preferred] if preferred else []) + [0] * 100
+    """`preferred` when it is free, else any free port of this process's share not handed out
+    before in this process."""
+    index, count = _SHARE
+    candidates = ([preferred] if preferred else []) + [0] * 100 * count
     for port in candidates:
         with socket.socket() as sock:
             try:
@@ -39,7 +54,7 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
             except OSError:
                 continue
             chosen = int(sock.getsockname()[1])
-        if chosen not in _HANDED_OUT or chosen == preferred:
+        if chosen == preferred or (chosen not in _HANDED_OUT and chosen // 2 % count == index):
             _HANDED_OUT.add(chosen)
             return chosen
     raise RuntimeError("no free port")
