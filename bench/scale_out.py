@@ -151,7 +151,7 @@ class _Stack:
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, process)
-        except Exception:
+        except Exception:  # whatever stopped it: show its log, then let it through
             _log(f"{module} log:\n" + _tail(log_path))
             raise
         return process, url, log_path

@@ -79,13 +79,7 @@ def routes(ui: Ui) -> list[Route]:
         return ui.page(request, "created.html", 201, created=created)
 
     async def detail(request: Request) -> Response:
-        instance = _instance(request)
-        state = relay_state(request)
-        config, failed = await attempt(invoke(api.get_instance, state, instance=instance))
-        if failed:
-            return ui.failed(request, failed, "/ui/instances")
-        context = await _status_context(state, instance)
-        return ui.page(request, "instance.html", config=config, result=None, **context)
+        return await result_page(request, _instance(request), None)
 
     async def status_fragment(request: Request) -> Response:
         context = await _status_context(relay_state(request), _instance(request))
@@ -122,7 +116,10 @@ def routes(ui: Ui) -> list[Route]:
             return ui.failed(request, failed, "/ui/instances")
         return RedirectResponse("/ui/instances", status_code=303)
 
-    async def result_page(request: Request, instance: str, result: dict[str, Any]) -> Response:
+    async def result_page(
+        request: Request, instance: str, result: dict[str, Any] | None
+    ) -> Response:
+        """The instance's page, with the result of an action taken on it when there was one."""
         state = relay_state(request)
         config, failed = await attempt(invoke(api.get_instance, state, instance=instance))
         if failed:
