@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from relay.app import create_app
 from relay.client import RelayClient
+from relay.delivery.presence import RelayPresence
 from relay.webhooks.signature import new_secret
 from schemas.envelope import encode, make_event
 from schemas.events import MessageKind, MessageReceived
@@ -125,8 +126,17 @@ async def test_a_410_disables_the_endpoint_and_its_notice_is_stored_on_the_relay
     async with (
         client(node.url("connector")) as (connector, _),
         client(node.url("reader")) as (reader, _),
+        client(node.url("relay")) as (relay_user, _),
         relay_on_its_user(node, receiver, tmp_path) as relay,
     ):
+        # the relay announced itself, and its user counts relays the way it does (the shares of
+        # endpoints among relays: `relay.delivery.presence`)
+        presence = RelayPresence(relay_user.jetstream(), "wa_webhook_leases", "another-relay")
+
+        async def one_relay_counted() -> bool:
+            return await presence.count() == 1
+
+        await eventually(one_relay_counted, timeout=20)
         await reader.subscribe(NOTICES, cb=on_notice)
         await reader.flush()
 
