@@ -57,6 +57,12 @@ SECRET = "bench-secret-" + "z" * 24
 PREFIX = "bench"
 INSTANCE = "bench"
 TARGET = f"/v1/instances/{INSTANCE}/messages"
+SIGNATURE_ENV = "WABUS_BENCH_SIGNATURE"
+"""`--signature`, passed to the spawned generator processes through their environment."""
+
+
+def _version() -> int:
+    return int(os.environ.get(SIGNATURE_ENV, "2"))
 
 
 @dataclass
@@ -70,7 +76,7 @@ async def _post(session: Any, url: str, generator: int, number: int) -> int:
     body = json.dumps(
         {"to": "5511999999999", "text": f"bench {generator}-{number}-{time.time_ns()}"}
     ).encode()
-    headers = signed_headers(KEY_ID, SECRET, "POST", TARGET, body, time.time())
+    headers = signed_headers(KEY_ID, SECRET, "POST", TARGET, body, time.time(), version=_version())
     headers["Content-Type"] = "application/json"
     async with session.post(url + TARGET, data=body, headers=headers) as response:
         await response.read()
@@ -103,7 +109,7 @@ def _raw_request(host: str, generator: int, number: int, now: float) -> bytes:
     """One signed send as the bytes on the wire (signed ahead of its turn: the generator's own
     CPU per request stays a fraction of aiohttp's, which competed with the relay for 2 cores)."""
     body = json.dumps({"to": "5511999999999", "text": f"bench {generator}-{number}-{now}"})
-    headers = signed_headers(KEY_ID, SECRET, "POST", TARGET, body.encode(), now)
+    headers = signed_headers(KEY_ID, SECRET, "POST", TARGET, body.encode(), now, version=_version())
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return (
         f"POST {TARGET} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -259,7 +265,7 @@ end
 def _wrk_phase(url: str, threads: int, connections: int, seconds: float, cap: int) -> Result:
     """Throughput with wrk (C, so the load generator leaves the CPU to the relay): `cap`
     requests are signed beforehand (valid for the ±300 s window), each used once."""
-    from relay.auth import sign_request
+    from relay.auth import sign_request, sign_request_v2
 
     with tempfile.TemporaryDirectory() as scratch:
         lines = Path(scratch) / "requests.tsv"
@@ -267,7 +273,12 @@ def _wrk_phase(url: str, threads: int, connections: int, seconds: float, cap: in
         with lines.open("w") as out:
             for number in range(cap):
                 body = f'{{"to":"5511999999999","text":"wrk {number} {now}"}}'
-                signature = sign_request(SECRET.encode(), now, "POST", TARGET, body.encode())
+                if _version() == 1:
+                    signature = sign_request(SECRET.encode(), now, "POST", TARGET, body.encode())
+                else:
+                    signature = sign_request_v2(
+                        SECRET.encode(), now, "POST", TARGET, None, body.encode()
+                    )
                 out.write(f"{TARGET}\t{now}\t{signature}\t{body}\n")
         script = Path(scratch) / "signed.lua"
         script.write_text(WRK_SCRIPT)
@@ -352,6 +363,13 @@ def main() -> None:
     parser.add_argument(
         "--wrk-cap", type=int, default=15000, help="pre-signed requests per second of run"
     )
+    parser.add_argument(
+        "--signature",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="sign v2 (one JetStream round trip per send) or v1 (two: the replay record too)",
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the relay (forces 1 worker)")
     parser.add_argument(
         "--express",
@@ -360,6 +378,7 @@ def main() -> None:
         "gets the same wrk load right after the relay's throughput phase",
     )
     args = parser.parse_args()
+    os.environ[SIGNATURE_ENV] = str(args.signature)
 
     with tempfile.TemporaryDirectory() as scratch, EmbeddedNats(Path(scratch) / "nats") as server:
         port = free_port()
@@ -387,6 +406,7 @@ def main() -> None:
                         "relay_workers": env["WABUS_RELAY_WORKERS"],
                         "generators": args.generators,
                         "connections_per_generator": args.connections,
+                        "signature": f"v{args.signature}",
                         "cpus": os.cpu_count(),
                     }
                 ),

@@ -8,16 +8,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.endpoints import routes_of
-from relay.middleware.deadline import BodyDeadlineMiddleware
-from relay.middleware.guard import FailedAuthGuard
-from relay.middleware.hot import HotRoutes
-from relay.middleware.hygiene import HygieneMiddleware
+from relay.middleware.edge import Edge
 from relay.problems import EXCEPTION_HANDLERS
 from relay.ratelimit import RateLimiter
 from relay.routes import ENDPOINTS, V1_ROUTES
@@ -69,40 +65,37 @@ def create_app(
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
-    """Outermost first: the client address is settled first (trusted proxies only), the request
-    id covers everything, CORS answers preflights itself and adds its headers to the guard's
-    429, the body deadline sits next to the routes that read bodies, and the hot path's
-    router last, so that every layer above serves it as it serves any route."""
+    """The client address is settled first (trusted proxies only), then one pass
+    (`relay.middleware.edge`): request id, CORS, failed-auth guard, body deadline and the hot
+    path's router, so that every layer above serves the hot path as it serves any route."""
     stack = []
     if settings.trusted_proxies:  # uvicorn's own: the rightmost untrusted X-Forwarded-For entry
         trusted = [str(network) for network in settings.trusted_proxies]
         stack.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted))
-    stack.append(Middleware(HygieneMiddleware))
+    cors = None
     if settings.cors_origins:
-        stack.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=[
-                    "Content-Type",
-                    "Idempotency-Key",
-                    "X-Request-Id",
-                    "X-Wabus-Key-Id",
-                    "X-Wabus-Timestamp",
-                    "X-Wabus-Signature",
-                ],
-                expose_headers=["X-Request-Id", "Retry-After"],
-                max_age=600,
-            )
-        )
+        cors = {
+            "allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "POST", "PATCH", "DELETE"],
+            "allow_headers": [
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-Id",
+                "X-Wabus-Key-Id",
+                "X-Wabus-Timestamp",
+                "X-Wabus-Signature",
+            ],
+            "expose_headers": ["X-Request-Id", "Retry-After"],
+            "max_age": 600,
+        }
     stack.append(
         Middleware(
-            FailedAuthGuard,
-            limit=settings.auth_failure_limit,
-            window=settings.auth_failure_window,
+            Edge,
+            cors=cors,
+            auth_failure_limit=settings.auth_failure_limit,
+            auth_failure_window=settings.auth_failure_window,
+            body_timeout=settings.body_timeout,
+            endpoints=ENDPOINTS,
         )
     )
-    stack.append(Middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout))
-    stack.append(Middleware(HotRoutes, endpoints=ENDPOINTS))
     return stack

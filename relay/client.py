@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from relay.auth import sign_request
+from relay.auth import sign_request, sign_request_v2
 
 QUERY_READ_TIMEOUT = 65.0
 """How long a query call (contacts, groups) waits for the relay's answer: the relay answers 504
@@ -49,15 +49,33 @@ class RelayError(Exception):
 
 
 def signed_headers(
-    key_id: str, secret: str, method: str, target: str, body: bytes, now: float
+    key_id: str,
+    secret: str,
+    method: str,
+    target: str,
+    body: bytes,
+    now: float,
+    idempotency_key: str | None = None,
+    *,
+    version: int = 2,
 ) -> dict[str, str]:
-    """The `X-Wabus-*` headers for one request."""
+    """The `X-Wabus-*` headers for one request, and its `Idempotency-Key` when given: signed
+    `v2` (which covers the key) unless `version=1`, the older signature the relay still takes."""
     timestamp = int(now)
-    return {
+    if version == 1:
+        signature = sign_request(secret.encode(), timestamp, method, target, body)
+    else:
+        signature = sign_request_v2(
+            secret.encode(), timestamp, method, target, idempotency_key, body
+        )
+    headers = {
         "X-Wabus-Key-Id": key_id,
         "X-Wabus-Timestamp": str(timestamp),
-        "X-Wabus-Signature": sign_request(secret.encode(), timestamp, method, target, body),
+        "X-Wabus-Signature": signature,
     }
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
 
 
 class RelayClient:
@@ -94,11 +112,11 @@ class RelayClient:
             params["nonce"] = secrets.token_urlsafe(12)
         target = path + ("?" + urlencode(params) if params else "")
         body = b"" if payload is None else json.dumps(payload).encode()
-        headers = signed_headers(self._key_id, self._secret, method, target, body, self._clock())
+        headers = signed_headers(
+            self._key_id, self._secret, method, target, body, self._clock(), idempotency_key
+        )
         if body:
             headers["Content-Type"] = "application/json"
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
         if http_timeout is None:
             return await self._http.request(method, target, content=body, headers=headers)
         return await self._http.request(

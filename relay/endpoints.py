@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from relay.auth import IDEMPOTENCY_KEY_HEADER, signed_command_id
 from relay.problems import (
     Problem,
     field_error,
@@ -59,6 +60,9 @@ class Call:
     body: bytes
     key: ApiKey | None
     query: Any
+    signed_command_id: str | None = None
+    """Set on an endpoint with `replay_by_publish` for a `v2` request without Idempotency-Key:
+    the command id to publish under, and a duplicate of it is a replay (`relay.signed`)."""
 
     @property
     def instance(self) -> str:
@@ -106,6 +110,10 @@ class Endpoint:
     """Optional request headers the endpoint reads (documented): e.g. `Idempotency-Key`."""
     hot: bool = False
     """Served by `relay.middleware.hot` ahead of Starlette's router: the signed send."""
+    replay_by_publish: bool = False
+    """The handler publishes one command, under `Call.signed_command_id` or else the
+    Idempotency-Key, before anything else takes effect: for a `v2` signature that publish is
+    the replay guard (one JetStream round trip, not two)."""
 
     @property
     def path_params(self) -> list[str]:
@@ -117,9 +125,17 @@ class Endpoint:
     async def serve(self, request: Request) -> Response:
         """The gate (signature, replay, rate, scope, media type, query), then the handler."""
         state = relay_state(request)
-        body, key = b"", None
+        body, key, command_id = b"", None, None
         if self.signed:
-            body, key = await authenticate(request, state, self.body_limit(state.settings))
+            limit = self.body_limit(state.settings)
+            body, verified = await authenticate(request, state, limit, self.replay_by_publish)
+            key = verified.key
+            if (
+                self.replay_by_publish
+                and verified.covers_idempotency_key
+                and IDEMPOTENCY_KEY_HEADER not in header_map(request)
+            ):
+                command_id = signed_command_id(key, verified.signature)
         if "instance" in request.path_params:
             instance = request.path_params["instance"]
             if not is_instance_id(instance):
@@ -135,7 +151,7 @@ class Endpoint:
         if self.body is not None:
             require_json_body(header_map(request).get("content-type"), body)
         query = self._query(request)
-        return await self.handler(Call(request, state, body, key, query))
+        return await self.handler(Call(request, state, body, key, query, command_id))
 
     @cached_property
     def _default_query(self) -> Any:

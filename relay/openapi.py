@@ -38,12 +38,17 @@ SIGNING = """Every route but the health, metrics and documentation routes is sig
 ```
 X-Wabus-Key-Id:    <key id>
 X-Wabus-Timestamp: <unix seconds>
-X-Wabus-Signature: v1=<hex HMAC-SHA256(secret, canonical)>
-canonical = "<timestamp>\\n<METHOD>\\n<path?query>\\n<hex sha256(body)>"
+X-Wabus-Signature: v2=<hex HMAC-SHA256(secret, canonical)>
+canonical = "v2\\n<timestamp>\\n<METHOD>\\n<path?query>\\n<key>\\n<hex sha256(body)>"
 ```
 
+`<key>` is the request's `Idempotency-Key`, or empty without one.
+
+`v1=` over `"<timestamp>\\n<METHOD>\\n<path?query>\\n<hex sha256(body)>"` (without the
+`Idempotency-Key`) is still accepted; one header never mixes the two.
 A signature is accepted once (replays are refused by every replica) and within ±300 s of the
-relay's clock. A retry is signed anew; `Idempotency-Key` makes it create no second command."""
+relay's clock. A retry is signed anew; `Idempotency-Key` makes it create no second command (a
+`v2` send repeated with its key gets the idempotent answer)."""
 
 
 def _name(model: Any) -> str:

@@ -6,10 +6,9 @@ import time
 
 from starlette.requests import ClientDisconnect, Request
 
-from relay.auth import AuthError, verify_request
+from relay.auth import AuthError, Verified, verify_request
 from relay.problems import Problem
 from relay.state import RelayState, relay_state
-from wabus.settings import ApiKey
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
 _HEADER_MAP = "wabus.headers"
@@ -57,13 +56,28 @@ def request_target(request: Request) -> str:
     return (target + b"?" + query if query else target).decode("latin-1")
 
 
-async def authenticate(
-    request: Request, state: RelayState | None = None, limit: int | None = None
-) -> tuple[bytes, ApiKey]:
-    """Verify size, signature, freshness, replay and the key's rate; returns body and key.
+def replayed() -> Problem:
+    """The answer to a signature used before (by the replay record, or a `v2` send's command
+    id found in the command stream's duplicate window)."""
+    return Problem(
+        401, "replayed_request", "this signature was already used", headers=UNAUTHORIZED_HEADERS
+    )
 
-    `limit` defaults to `WABUS_MAX_BODY_BYTES`. Routes declared as `Endpoint`s get this called
-    for them; a plain Starlette route calls it first thing.
+
+async def authenticate(
+    request: Request,
+    state: RelayState | None = None,
+    limit: int | None = None,
+    replay_by_publish: bool = False,
+) -> tuple[bytes, Verified]:
+    """Verify size, signature, freshness, replay and the key's rate; returns body and signature.
+
+    `limit` defaults to `WABUS_MAX_BODY_BYTES`. With `replay_by_publish` (the route publishes
+    one command whose id is the `Idempotency-Key` or `signed_command_id`, and the command
+    stream's duplicate window outlasts the replay window) a `v2` signature is not recorded:
+    that publish is its replay guard. A `v1` one always is: its `Idempotency-Key` is not
+    signed, so a replay could add, change or drop it and get a new command id.
+    Routes declared as `Endpoint`s get this called for them.
     """
     state = state or relay_state(request)
     body = await read_body(request, state.settings.max_body_bytes if limit is None else limit)
@@ -82,8 +96,8 @@ async def authenticate(
             f"key {verified.key.key_id!r} is over its rate limit; retry after {wait:.2f}s",
             headers={"Retry-After": str(max(1, round(wait + 0.5)))},
         )
+    if replay_by_publish and verified.covers_idempotency_key:
+        return body, verified
     if not await state.replay.first_seen(verified.signature):
-        raise Problem(
-            401, "replayed_request", "this signature was already used", headers=UNAUTHORIZED_HEADERS
-        )
-    return body, verified.key
+        raise replayed()
+    return body, verified

@@ -16,29 +16,14 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive
 
 from relay.problems import Problem
 
 
-class BodyDeadlineMiddleware:
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.seconds <= 0:
-            await self.app(scope, receive, send)
-            return
-        reading = _Reading(receive, self.seconds)
-        try:
-            await self.app(scope, reading.receive, send)
-        finally:
-            reading.stop()
-
-
-class _Reading:
-    """The body reads of one request, against one deadline counted from its head."""
+class BodyDeadline:
+    """The body reads of one request, against one deadline counted from its head
+    (`relay.middleware.edge` passes `receive` on to the app)."""
 
     def __init__(self, receive: Receive, seconds: float) -> None:
         self.loop = asyncio.get_running_loop()

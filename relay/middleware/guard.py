@@ -21,9 +21,9 @@ import math
 import time
 
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from relay.problems import Problem, problem_response
+from relay.problems import Problem
 from relay.ratelimit import DEFAULT_CAPACITY, RateLimiter
 from wabus.logs import get_logger
 
@@ -62,52 +62,41 @@ def _bucket_of(host: str) -> str:
 
 
 class FailedAuthGuard:
-    def __init__(
-        self, app: ASGIApp, limit: int, window: float, capacity: int = DEFAULT_CAPACITY
-    ) -> None:
-        self.app = app
+    """The per-address buckets and their decisions; `relay.middleware.edge` applies them."""
+
+    def __init__(self, limit: int, window: float, capacity: int = DEFAULT_CAPACITY) -> None:
         self.limit = limit
         self.window = window
         self.buckets = RateLimiter(limit / window if limit else 0.0, max(limit, 1), capacity)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.limit or scope["path"] in EXEMPT_PATHS:
-            await self.app(scope, receive, send)
-            return
-        key = client_key(scope)
-        wait = self.buckets.wait(key, time.monotonic())
-        if wait:
-            REFUSED.inc()
-            await self._refuse(scope, receive, send, wait)
-            return
-        status = 0
+    def applies(self, scope: Scope) -> bool:
+        """False when the guard is off, or for the health probes."""
+        return bool(self.limit) and scope["path"] not in EXEMPT_PATHS
 
-        async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    def wait(self, key: str) -> float:
+        """Seconds `key` is refused for (0.0: not refused)."""
+        return self.buckets.wait(key, time.monotonic())
 
-        await self.app(scope, receive, watched)
-        if status == 401:
-            FAILED.inc()
-            now = time.monotonic()
-            self.buckets.take(key, now)
-            if self.buckets.wait(key, now):
-                log.warning(
-                    "client refused after failed authentications",
-                    client=key,
-                    limit=self.limit,
-                    window_seconds=self.window,
-                )
+    def failed(self, key: str) -> None:
+        """A 401 was answered to `key`: spend one of its tokens."""
+        FAILED.inc()
+        now = time.monotonic()
+        self.buckets.take(key, now)
+        if self.buckets.wait(key, now):
+            log.warning(
+                "client refused after failed authentications",
+                client=key,
+                limit=self.limit,
+                window_seconds=self.window,
+            )
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, wait: float) -> None:
-        problem = Problem(
+    def refusal(self, wait: float) -> Problem:
+        """The 429 for a refused client (and its count)."""
+        REFUSED.inc()
+        return Problem(
             429,
             "too_many_failed_requests",
             f"too many failed authentications from this client (at most {self.limit} per "
             f"{self.window:g}s); retry after {math.ceil(wait)}s",
             headers={"Retry-After": str(math.ceil(wait)), "Connection": "close"},
         )
-        request_id = scope.get("state", {}).get("request_id")
-        await problem_response(problem, request_id)(scope, receive, send)

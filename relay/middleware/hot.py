@@ -1,5 +1,6 @@
-"""The hot path's router: endpoints marked `hot` (the signed send) are matched and served here,
-innermost of the relay's middleware, before Starlette's exception middleware and router.
+"""The hot path's router: endpoints marked `hot` (the signed send) are matched and served by
+`relay.middleware.edge`, innermost of its pass, before Starlette's exception middleware and
+router.
 
 Why: on a signed send those two layers, the route's request/response wrapper and their send
 wrappers cost more relay CPU than the signature check and the validation together (the profile
@@ -15,32 +16,36 @@ import re
 
 from starlette.requests import Request
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from relay.endpoints import Endpoint
 from relay.problems import EXCEPTION_HANDLERS, ErrorHandler
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, endpoints: list[Endpoint]) -> None:
-        self.app = app
+    """The `hot` endpoints' patterns; `relay.middleware.edge` serves a match itself."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
         self.routes: list[tuple[str, re.Pattern[str], Endpoint]] = [
             (endpoint.method, compile_path(endpoint.path)[0], endpoint)
             for endpoint in endpoints
             if endpoint.hot
         ]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            for method, pattern, endpoint in self.routes:
-                if scope["method"] == method and (match := pattern.match(scope["path"])):
-                    scope["path_params"] = match.groupdict()
-                    await _serve(endpoint, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+    def match(self, scope: Scope) -> Endpoint | None:
+        """The hot endpoint `scope` is for (its path parameters set in the scope), or None."""
+        if scope.get("root_path"):
+            return None
+        for method, pattern, endpoint in self.routes:
+            if scope["method"] == method and (found := pattern.match(scope["path"])):
+                scope["path_params"] = found.groupdict()
+                return endpoint
+        return None
 
 
-async def _serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """The endpoint's answer, its errors to the app's handlers as Starlette's exception
+    middleware would send them."""
     request = Request(scope, receive)
     try:
         response = await endpoint.serve(request)

@@ -9,16 +9,14 @@ Security headers: the API serves JSON and images only, so the policy forbids eve
 browser could run or embed, and answers are never cached (they carry instance state and QR
 codes). A route may set its own (the docs page sets its CSP).
 
-One middleware rather than two: each layer wraps every response message, and this is on the
-hot path of every send.
+Applied by `relay.middleware.edge`, in its one pass over each request.
 """
 
 from __future__ import annotations
 
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bind_contextvars, reset_contextvars
+from starlette.types import Message, Scope
 
 from schemas.ids import random_hex
 
@@ -35,36 +33,20 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-def _incoming(scope: Scope) -> str | None:
+def request_id_of(scope: Scope) -> str:
+    """The caller's `X-Request-Id` when sane, else a new one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID:
-            return value.decode() if _SANE.fullmatch(value) else None
-    return None
+            if _SANE.fullmatch(value):
+                return str(value.decode())
+            break
+    return "req_" + random_hex(8)
 
 
-class HygieneMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _incoming(scope) or "req_" + random_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (REQUEST_ID, request_id.encode())
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
-                headers.append(id_header)
-                message["headers"] = headers
-            await send(message)
-
-        tokens = bind_contextvars(request_id=request_id)
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            reset_contextvars(**tokens)
+def add_headers(message: Message, request_id: bytes) -> None:
+    """The security headers a route did not set, and the request id, on a response's start."""
+    headers = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
+    headers.append((REQUEST_ID, request_id))
+    message["headers"] = headers

@@ -15,6 +15,7 @@ from relay.endpoints import Call, Endpoint, Reply
 from relay.models import SendAnswer, WaitQuery
 from relay.problems import Problem, invalid_body, parse_json
 from relay.publish import command_id_from, publish_command
+from relay.signed import replayed
 from relay.state import RelayState
 from schemas.commands import SEND_COMMAND, SendAudio, SendMessage, SendSticker, parse_send
 from schemas.ids import COMMAND_ID_RULE, is_command_id
@@ -57,15 +58,23 @@ async def check_inline_media(message: SendMessage) -> None:
 
 
 async def send(
-    state: RelayState, instance: str, data: Any, command_id: str, wait: float
+    state: RelayState,
+    instance: str,
+    data: Any,
+    command_id: str,
+    wait: float,
+    duplicate_is_replay: bool = False,
 ) -> tuple[int, SendAnswer]:
-    """Validate, publish and (when `wait`) watch the send record; the HTTP status and answer."""
+    """Validate, publish and (when `wait`) watch the send record; the HTTP status and answer.
+    With `duplicate_is_replay` (a `v2` send's signed command id) a duplicate is refused."""
     try:
         message = parse_send(data)
     except ValidationError as error:
         raise invalid_body(error) from error
     await check_inline_media(message)
     duplicate = await publish_command(state, instance, SEND_COMMAND, message, command_id)
+    if duplicate and duplicate_is_replay:
+        raise replayed()
     answer = SendAnswer(command_id=command_id, status="accepted", duplicate=duplicate)
     if wait <= 0:
         return 202, answer
@@ -87,9 +96,10 @@ async def send(
 
 
 async def send_message(call: Call) -> Response:
-    command_id = command_id_from(call.request)
+    signed = call.signed_command_id
+    command_id = signed or command_id_from(call.request)
     status, answer = await send(
-        call.state, call.instance, parse_json(call.body), command_id, call.query.wait
+        call.state, call.instance, parse_json(call.body), command_id, call.query.wait, bool(signed)
     )
     # serialised by pydantic in one step (JSONResponse would dump to a dict, then json.dumps it)
     return Response(answer.model_dump_json(), status, media_type="application/json")
@@ -125,7 +135,7 @@ endpoints = [
                        "`undecodable_media`, `media_too_large`, `media_too_long`."),
         },
         body=SendMessage, query=WaitQuery, body_limit=send_body_limit,
-        headers=("Idempotency-Key",), hot=True,
+        headers=("Idempotency-Key",), hot=True, replay_by_publish=True,
     ),
     Endpoint(
         "GET", "/v1/instances/{instance}/messages/{command_id}", get_send, "getSend",

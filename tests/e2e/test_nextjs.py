@@ -27,7 +27,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from standardwebhooks import Webhook
 
-from relay.auth import AuthError, sign_request, verify_request
+from relay.auth import AuthError, sign_request_v2, verify_request
 from schemas.instances import InstanceConfig
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.connector_support import state_is
@@ -146,6 +146,12 @@ def test_typescript_signer_agrees_with_the_relay_verifier(node_modules: Path) ->
         },
         {"method": "GET", "target": "/v1/instances/acme/status", "body": ""},
         {"method": "DELETE", "target": "/v1/instances/a-b_c", "body": "x" * 70_000},
+        {
+            "method": "POST",
+            "target": "/v1/instances/acme/messages",
+            "body": '{"to":"1","text":"hi"}',
+            "idempotencyKey": "order-42",
+        },
     ]
     for number, case in enumerate(cases):
         case.update(keyId=API_KEY_ID, secret=API_SECRET, timestamp=1_760_000_000 + number)
@@ -162,12 +168,18 @@ def test_typescript_signer_agrees_with_the_relay_verifier(node_modules: Path) ->
         body = case["body"].encode()
         now = float(case["timestamp"])
         verified = verify_request(keys, lower, case["method"].upper(), case["target"], body, now)
-        expected = sign_request(
-            API_SECRET.encode(), case["timestamp"], case["method"], case["target"], body
+        key = case.get("idempotencyKey")
+        assert lower.get("idempotency-key") == key
+        expected = sign_request_v2(
+            API_SECRET.encode(), case["timestamp"], case["method"], case["target"], key, body
         )
         assert verified.signature == expected == lower["x-wabus-signature"]
+        assert verified.covers_idempotency_key
         with pytest.raises(AuthError, match="does not match"):
             verify_request(keys, lower, case["method"].upper(), case["target"], body + b" ", now)
+        other_key = lower | {"idempotency-key": "another"}
+        with pytest.raises(AuthError, match="does not match"):
+            verify_request(keys, other_key, case["method"].upper(), case["target"], body, now)
 
 
 def test_typescript_types_match_the_committed_json_schemas(

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from relay.app import create_app
 from relay.client import signed_headers
-from relay.middleware.deadline import BodyDeadlineMiddleware
+from relay.middleware.edge import Edge
 from relay.problems import EXCEPTION_HANDLERS, PROBLEM_JSON
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.relay_helpers import commands_stored, signed
@@ -140,7 +140,7 @@ async def test_a_body_deadline_passing_while_the_route_is_busy_is_answered_at_th
 
     app = Starlette(
         routes=[Route("/upload", slow_route, methods=["POST"])],
-        middleware=[Middleware(BodyDeadlineMiddleware, seconds=0.3)],
+        middleware=[Middleware(Edge, body_timeout=0.3)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     answers = []

@@ -4,7 +4,16 @@ import hashlib
 
 import pytest
 
-from relay.auth import AuthError, canonical_request, sign_request, verify_request
+from relay.auth import (
+    AuthError,
+    canonical_request,
+    canonical_request_v2,
+    sign_request,
+    sign_request_v2,
+    signed_command_id,
+    verify_request,
+)
+from schemas.ids import is_command_id
 from wabus.settings import ApiKey
 
 SECRET = "0123456789abcdef0123"
@@ -31,6 +40,60 @@ def test_golden_vector() -> None:
     assert sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY) == (
         "v1=377c8173fe6c54832aabb3864e3bc7b74feb59df6390540b9cb200c8783e1553"
     )
+
+
+def test_golden_vector_v2() -> None:
+    """The v2 recipe: a `v2` first line, and the Idempotency-Key (empty without one) signed."""
+    body_hash = hashlib.sha256(BODY).hexdigest()
+    assert canonical_request_v2(str(NOW), "post", TARGET, b"order-42", BODY) == (
+        f"v2\n{NOW}\nPOST\n{TARGET}\norder-42\n{body_hash}".encode()
+    )
+    assert sign_request_v2(SECRET.encode(), NOW, "POST", TARGET, None, BODY) == (
+        "v2=161777e39250e5b408f026d61d74adf259bc48f9b21979a648ac73ac9f31eb5e"
+    )
+    assert sign_request_v2(SECRET.encode(), NOW, "POST", TARGET, "order-42", BODY) == (
+        "v2=e0b6abe780bfc0d6f313bc0842d859a57187f8378b1cd9966a883bc5ff8d6eab"
+    )
+
+
+@pytest.mark.parametrize(
+    ("signed_key", "sent_key"),
+    [(None, "order-42"), ("order-42", None), ("order-42", "order-43")],
+    ids=["added", "removed", "changed"],
+)
+def test_a_v2_signature_covers_the_idempotency_key(
+    signed_key: str | None, sent_key: str | None
+) -> None:
+    signature = sign_request_v2(SECRET.encode(), NOW, "POST", TARGET, signed_key, BODY)
+
+    def sent(key: str | None) -> dict[str, str]:
+        return headers(signature) | ({"idempotency-key": key} if key else {})
+
+    verified = verify_request(KEYS, sent(signed_key), "POST", TARGET, BODY, NOW)
+    assert (verified.signature, verified.covers_idempotency_key) == (signature, True)
+    with pytest.raises(AuthError) as raised:
+        verify_request(KEYS, sent(sent_key), "POST", TARGET, BODY, NOW)
+    assert raised.value.code == "invalid_signature"
+
+
+def test_v1_and_v2_never_stand_for_each_other() -> None:
+    one = sign_request(SECRET.encode(), NOW, "POST", TARGET, BODY)
+    two = sign_request_v2(SECRET.encode(), NOW, "POST", TARGET, None, BODY)
+    assert not verify_request(KEYS, headers(one), "POST", TARGET, BODY, NOW).covers_idempotency_key
+    for forged in ("v2=" + one[3:], "v1=" + two[3:], f"{one}, {two}", f"{two}, v1=00"):
+        with pytest.raises(AuthError) as raised:
+            verify_request(KEYS, headers(forged), "POST", TARGET, BODY, NOW)
+        assert raised.value.code == "invalid_signature", forged
+
+
+def test_the_signed_command_id_is_fixed_by_signature_and_secret() -> None:
+    two = sign_request_v2(SECRET.encode(), NOW, "POST", TARGET, None, BODY)
+    other = sign_request_v2(SECRET.encode(), NOW + 1, "POST", TARGET, None, BODY)
+    first = signed_command_id(KEYS["k1"], two)
+    assert first == signed_command_id(KEYS["k1"], two)
+    assert is_command_id(first)
+    assert first != signed_command_id(KEYS["k1"], other)
+    assert first != signed_command_id(KEYS["k2"], two)
 
 
 def test_a_good_signature_is_accepted() -> None:

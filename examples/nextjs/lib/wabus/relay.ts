@@ -36,9 +36,8 @@ export async function relayPost<T>(path: string, payload: unknown, idempotencyKe
   const body = JSON.stringify(payload);
   const headers: Record<string, string> = {
     "content-type": "application/json",
-    ...wabusHeaders({ keyId, secret, method: "POST", target: url.pathname + url.search, body }),
+    ...wabusHeaders({ keyId, secret, method: "POST", target: url.pathname + url.search, body, idempotencyKey }),
   };
-  if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
   const response = await fetch(url, { method: "POST", headers, body, cache: "no-store" });
   const answer: unknown = await response.json().catch(() => null);
   if (!response.ok) throw new RelayError(response.status, answer);
