@@ -97,7 +97,6 @@ class Deliveries:
         self._leases = shared.leases
         self._running: dict[str, Running] = {}
         self._by_instance: dict[str, set[str]] = {}
-        self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch = ConfigWatch(self._apply, lambda: set(self._by_instance))
 
@@ -141,23 +140,26 @@ class Deliveries:
     # running
 
     async def run(self, stop: asyncio.Event) -> None:
-        await (
-            self._count_relays()
-        )  # before the first claim, so a relay joining takes its share only
+        await self._count_relays()  # before the first claim: a relay joining takes its share only
         target = global_target(self._settings)
         if target is None:
             log.warning("WABUS_WEBHOOK_URL or WABUS_WEBHOOK_SECRET unset: no global endpoint")
         else:
             self._start(target)
-        renewals = asyncio.create_task(self._renew(stop))
+        stopped = asyncio.Event()
+        renewals = asyncio.create_task(self._renew(stop, stopped))
         try:
             await self._watch.run(self._js, self._topology, stop)
         finally:
-            renewals.cancel()
             await self._leave()
             for running in self._running.values():
                 running.stop.set()
+            # the leases are renewed until every dispatcher has finished and handed its endpoint
+            # over: a drain longer than the lease time would otherwise let the lease expire, and
+            # the next holder would wait a whole acknowledgement window instead of starting
             await asyncio.gather(*(r.task for r in self._running.values()))
+            stopped.set()
+            await renewals
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.log.close()
 
@@ -199,16 +201,21 @@ class Deliveries:
         else:
             self._by_instance.pop(instance, None)
 
-    async def _renew(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _renew(self, stop: asyncio.Event, stopped: asyncio.Event) -> None:
+        """Renew the leases until the dispatchers have `stopped`; share the endpoints out until
+        told to `stop`."""
+        while not stopped.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._leases.ttl / 3)
+                await asyncio.wait_for(stopped.wait(), self._leases.ttl / 3)
+            if stopped.is_set():
+                return
             for key in await self._leases.renew():
                 running = self._running.get(key)
                 if running is not None:
                     running.dispatcher.lease_lost.set()
-            await self._count_relays()
-            self._hand_over_surplus()
+            if not stop.is_set():
+                await self._count_relays()
+                self._hand_over_surplus()
 
     async def _count_relays(self) -> None:
         """Announce this relay and count the relays running; on failure the last count stands."""

@@ -5,11 +5,13 @@ order at every endpoint), then stops with SIGTERM and hands its share back. Both
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -77,6 +79,24 @@ def arrivals(receiver: Receiver) -> dict[tuple[str, str], list[int]]:
     return order
 
 
+SLOW = f"{INSTANCES[0]}:0#{2 * PER_PHASE - 1}"
+"""The last event of the second phase in one chat: answered slowly, to every endpoint."""
+SLOW_SECONDS = 3.0
+"""Longer than the lease time, shorter than a stopping relay's grace (5 s) for its requests."""
+
+
+def slow(event: dict[str, Any]) -> bool:
+    return bool(event["data"]["text"] == SLOW)
+
+
+async def slow_one_arrived(receiver: Receiver) -> bool:
+    """The slow event reached the global endpoint (held by the second relay)."""
+    return any(
+        path == "/hook" and event["data"]["text"] == SLOW
+        for path, (_, event) in zip(receiver.paths, receiver.deliveries, strict=True)
+    )
+
+
 EXPECTED = 3 * PER_PHASE * CHATS * len(INSTANCES) * 2
 """Three phases; the global endpoint gets every event, each instance's endpoint its own."""
 
@@ -88,7 +108,7 @@ async def all_arrived(receiver: Receiver) -> bool:
 async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
     settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
 ) -> None:
-    receiver = Receiver(webhook_secret)
+    receiver = Receiver(webhook_secret, delay=lambda event: SLOW_SECONDS if slow(event) else 0)
     await ensure_streams(nc.jetstream(), settings)
     log = tmp_path / "relays.log"
     async with running(receiver.app()) as receiver_url:
@@ -96,7 +116,7 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
             settings,
             receiver_url,
             webhook_secret,
-            WABUS_WEBHOOK_LEASE_TTL="3",  # hand-overs within a second or two
+            WABUS_WEBHOOK_LEASE_TTL="2",  # hand-overs within a second; shorter than SLOW_SECONDS
             WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
         )
         first_port, second_port = free_port(), free_port()
@@ -131,8 +151,12 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
 
                 together = await eventually(shared_out, timeout=30)
                 await publish_phase(nc, settings, 1)
+                # stopped while its endpoint's last answer takes longer than the lease time
+                await eventually(lambda: slow_one_arrived(receiver), timeout=30)
                 second.send_signal(signal.SIGTERM)
-                second.wait(timeout=30)
+                # waited in a thread: the receiver runs in this loop and answers the relay's
+                # last requests while it stops
+                await asyncio.to_thread(second.wait, 30)
                 await eventually(first_holds_all, timeout=30)
                 await publish_phase(nc, settings, 2)
                 await eventually(lambda: all_arrived(receiver), timeout=60)
@@ -141,7 +165,12 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
 
     assert held_by(alone, first.pid) == 3
     assert held_by(together, second.pid) == 1  # the joining relay delivered its share
-    assert "handing a webhook endpoint over" in log.read_text()
+    assert f"-{second.pid}-" in (together["global"] or "")  # the last in key order moved
+    logged = log.read_text()
+    assert "handing a webhook endpoint over" in logged
+    # the stopping relay kept its lease through the slow answer and handed the endpoint over:
+    # the first relay did not have to wait out an acknowledgement window
+    assert "waiting out the previous holder's acknowledgement window" not in logged
     assert receiver.rejected == []
     order = arrivals(receiver)
     paths = {path for path, _ in order}
