@@ -4,7 +4,8 @@ Every message is published first and remembered after (`connector.memory`): the 
 promise, the memory a convenience for later quotes, edits, forwards and votes. A poll vote
 arrives encrypted; it is decrypted with the poll's secret and options as remembered, and
 published as `poll.vote` — with `decrypted: false` when the poll is unknown or the vote does
-not decrypt, so that no vote goes unreported.
+not decrypt, so that no vote goes unreported. A vote that comes while its poll is still being
+remembered waits for that first.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Inbound:
     def __init__(self, emit: MediaEmit, memory: MessageMemory | None = None) -> None:
         self._emit = emit
         self._memory = memory
-        self._remembering: set[asyncio.Task[None]] = set()
+        self._remembering: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """Being remembered, by instance and message id: a vote that arrives while its poll is
+        still on its way into the memory waits for it instead of going undecrypted."""
 
     def _remember_soon(self, instance: str, seen: SeenMessage) -> None:
         """Remember in the background: a slow or absent bucket (NATS going away, not noticed
@@ -65,9 +68,14 @@ class Inbound:
         if len(self._remembering) >= MAX_REMEMBERING:
             log.warning("message not remembered: too many pending", message_id=seen.message_id)
             return
+        key = (instance, seen.message_id)
         task = asyncio.create_task(self._remember(self._memory, instance, seen))
-        self._remembering.add(task)
-        task.add_done_callback(self._remembering.discard)
+        self._remembering[key] = task
+        task.add_done_callback(lambda done: self._forget_task(key, done))
+
+    def _forget_task(self, key: tuple[str, str], done: asyncio.Task[None]) -> None:
+        if self._remembering.get(key) is done:
+            del self._remembering[key]
 
     @staticmethod
     async def _remember(memory: MessageMemory, instance: str, seen: SeenMessage) -> None:
@@ -96,6 +104,8 @@ class Inbound:
     async def vote(self, instance: str, vote: EncryptedVote) -> None:
         poll = None
         if self._memory is not None:
+            if (pending := self._remembering.get((instance, vote.poll_id))) is not None:
+                await asyncio.wait({pending})  # the poll arrived just before its vote
             poll = await self._memory.recall(instance, vote.poll_id)
         selected: list[str] | None = None
         if poll is None or poll.poll_secret is None:
