@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procfs import process_tree
+from procfs import cpu_seconds, process_tree
 
 from wabus.embedded import free_port
 
@@ -45,17 +45,6 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {port}")
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _jobs_added(redis_port: int) -> int:
@@ -89,14 +78,14 @@ def run_express(folder: Path, threads: int, connections: int, seconds: float) ->
             )
             _wait_port(api_port, api)
             pids = [*process_tree(api.pid), redis.pid]
-            before = _cpu_seconds(pids)
+            before = cpu_seconds(pids)
             output = subprocess.run(  # noqa: S603
                 [_tool("wrk"), "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
                  "--latency", "-s", str(folder / "send.lua"),
                  f"http://127.0.0.1:{api_port}/api/send"],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
-            cpu = _cpu_seconds(pids) - before
+            cpu = cpu_seconds(pids) - before
             time.sleep(0.5)  # the jobs of requests still in flight at wrk's deadline
             stored = _jobs_added(redis_port)
         finally:

@@ -49,7 +49,7 @@ async def serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) 
     request = Request(scope, receive)
     try:
         response = await endpoint.serve(request)
-    except Exception as error:
+    except Exception as error:  # routed to its registered handler, or re-raised below
         handler = _handler_for(error)
         if handler is None:
             raise  # the server-error middleware answers (and logs) it, as for any route
