@@ -114,8 +114,9 @@ def verify_request(
             f"X-Wabus-Timestamp is more than {TOLERANCE_SECONDS}s from the server clock",
         )
     candidates = [candidate.strip() for candidate in signatures.split(",")]
-    v2 = any(candidate.startswith(V2) for candidate in candidates)
-    if v2 and any(candidate.startswith(V1) for candidate in candidates):
+    versions = {candidate[: len(V2)] for candidate in candidates}
+    v2 = V2 in versions
+    if v2 and V1 in versions:
         raise AuthError("invalid_signature", "X-Wabus-Signature mixes v1= and v2= values")
     if v2:
         # the key's bytes as received (header values arrive decoded as latin-1)

@@ -3,16 +3,15 @@ and the checks that turn bus trouble into a clear 4xx/503 instead of a 500."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.requests import Request
 
 from relay.problems import Problem
-from relay.signed import header_map
 from relay.state import RelayState
 from relay.stores.ports import PayloadTooLarge
-from schemas.envelope import encode_parts, utc_now
+from schemas.envelope import encode_parts, timestamp_now
 from schemas.ids import (
     COMMAND_ID_RULE,
     command_id_problem,
@@ -25,12 +24,12 @@ from wabus.logs import get_logger
 log = get_logger(__name__)
 
 
-def command_id_from(request: Request) -> str:
+def command_id_from(headers: Mapping[str, str]) -> str:
     """The `Idempotency-Key` when given (it becomes the command id), else a new id.
 
     Checked against the identifier rule here, where it enters: a key NATS cannot store as part of
     a send record key would otherwise be published and only fail inside the connector."""
-    key = header_map(request).get("idempotency-key")
+    key = headers.get("idempotency-key")
     if key is None:
         return new_command_id()
     problem = command_id_problem(key)
@@ -56,7 +55,7 @@ async def publish_command(
         raise Problem(400, "invalid_idempotency_key", f"a command id is {COMMAND_ID_RULE}")
     if not is_instance_id(instance):
         raise Problem(404, "unknown_instance", f"no instance {instance!r}")
-    payload = encode_parts(command_id, name, instance, utc_now(), data)
+    payload = encode_parts(command_id, name, instance, timestamp_now(), data)
     bus = state.stores.commands
     limit = bus.max_payload
     if len(payload) > limit:

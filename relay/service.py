@@ -45,6 +45,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.relay_workers,
         log_config=None,
+        access_log=False,  # never emitted (`wabus.logs`), yet its arguments were built per request
         http=RelayProtocol,
         proxy_headers=False,  # X-Forwarded-For only from WABUS_TRUSTED_PROXIES (relay.app)
     )

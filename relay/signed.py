@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope
 
 from relay.auth import AuthError, Verified, verify_request
 from relay.problems import Problem
-from relay.state import RelayState, relay_state
+from relay.state import RelayState
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'WabusHMAC realm="wabus"'}
 _HEADER_MAP = "wabus.headers"
 
 
-def header_map(request: Request) -> dict[str, str]:
+def header_map(scope: Scope) -> dict[str, str]:
     """The request's headers as a dict (lower-case names; the first of repeated ones, as
     Starlette's `Headers.get` gives), built once per request and kept in its scope. A signed
     send reads six headers; each `Headers.get` scans the list, and a missing one raises."""
-    found: dict[str, str] | None = request.scope.get(_HEADER_MAP)
+    found: dict[str, str] | None = scope.get(_HEADER_MAP)
     if found is None:
-        found = request.scope[_HEADER_MAP] = {
+        found = scope[_HEADER_MAP] = {
             name.decode("latin-1"): value.decode("latin-1")
-            for name, value in reversed(request.scope["headers"])
+            for name, value in reversed(scope["headers"])
         }
     return found
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
-    declared = header_map(request).get("content-length")
+    declared = headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "body_too_large", f"request body is larger than {limit} bytes")
     # ASGI messages read directly: Starlette's `request.stream()` is an async generator, which
@@ -37,7 +39,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
         chunk: bytes = message.get("body", b"")
@@ -49,10 +51,10 @@ async def read_body(request: Request, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def request_target(request: Request) -> str:
+def request_target(scope: Scope) -> str:
     """Path and query exactly as sent on the wire: what the client signed."""
-    target: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    query: bytes = request.scope.get("query_string", b"")
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
     return (target + b"?" + query if query else target).decode("latin-1")
 
 
@@ -65,26 +67,27 @@ def replayed() -> Problem:
 
 
 async def authenticate(
-    request: Request,
-    state: RelayState | None = None,
-    limit: int | None = None,
+    scope: Scope,
+    receive: Receive,
+    state: RelayState,
+    limit: int,
     replay_by_publish: bool = False,
 ) -> tuple[bytes, Verified]:
     """Verify size, signature, freshness, replay and the key's rate; returns body and signature.
 
-    `limit` defaults to `WABUS_MAX_BODY_BYTES`. With `replay_by_publish` (the route publishes
+    `limit` is the route's body limit. With `replay_by_publish` (the route publishes
     one command whose id is the `Idempotency-Key` or `signed_command_id`, and the command
     stream's duplicate window outlasts the replay window) a `v2` signature is not recorded:
     that publish is its replay guard. A `v1` one always is: its `Idempotency-Key` is not
     signed, so a replay could add, change or drop it and get a new command id.
     Routes declared as `Endpoint`s get this called for them.
     """
-    state = state or relay_state(request)
-    body = await read_body(request, state.settings.max_body_bytes if limit is None else limit)
+    headers = header_map(scope)
+    body = await read_body(receive, headers, limit)
     now = time.time()
     try:
         verified = verify_request(
-            state.keys, header_map(request), request.method, request_target(request), body, now
+            state.keys, headers, scope["method"], request_target(scope), body, now
         )
     except AuthError as error:
         raise Problem(401, error.code, error.detail, headers=UNAUTHORIZED_HEADERS) from error

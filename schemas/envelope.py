@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -20,6 +21,19 @@ def format_timestamp(moment: datetime) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_this_second: tuple[int, str] = (-1, "")
+
+
+def timestamp_now() -> str:
+    """`format_timestamp(utc_now())` with the date and time of day formatted once a second, not
+    on every call: every signed send stamps its command (~1.5 µs less per send)."""
+    global _this_second
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    if seconds != _this_second[0]:
+        _this_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_this_second[1]}.{micros // 1000:03d}Z"
 
 
 Timestamp = Annotated[
@@ -98,19 +112,20 @@ def encode_parts(
     envelope_id: str,
     envelope_type: str,
     instance: str,
-    moment: datetime,
+    timestamp: str,
     data: dict[str, Any] | BaseModel,
 ) -> bytes:
     """`encode` of an envelope built from parts already validated (the relay's commands), byte
     for byte, in a third of the time: no model is constructed on the send path. A test holds
-    the two equal. `data` may be a model: it is serialised as its JSON dump, without the
+    the two equal. `timestamp` is formatted already (`format_timestamp`, `timestamp_now`).
+    `data` may be a model: it is serialised as its JSON dump, without the
     intermediate dict."""
     return pydantic_core.to_json(
         {
             "id": envelope_id,
             "type": envelope_type,
             "instance": instance,
-            "timestamp": format_timestamp(moment),
+            "timestamp": timestamp,
             "data": data,
         }
     )

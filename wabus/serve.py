@@ -40,6 +40,7 @@ async def serve_app(
         host=host,
         port=port,
         log_config=None,
+        access_log=False,  # never emitted (`wabus.logs`), yet its arguments were built per request
         lifespan="on",
         http=deadline_protocol(header_timeout, body_timeout),
         proxy_headers=False,

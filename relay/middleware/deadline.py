@@ -6,10 +6,12 @@ holds a request (and its buffers) as long as it likes. The server's own backstop
 (`wabus.deadlines`) closes such connections a moment later for routes that never read their body;
 this one answers with a problem body that says what happened.
 
-Cost: one timer per request that reads its body, armed at the first read and cancelled when the
-body is complete (about 2 µs with uvloop, measured; `asyncio.timeout` around each read cost
-about 7 µs). The timer cancels the request's task only while it waits for the body, so a route
-busy past the deadline is never interrupted in its own work.
+Cost: one timer for every body being read (`BodyDeadlines`), not one per request. A request
+whose body is already in (nearly every one) only enters and leaves an ordered dict: a timer
+armed and cancelled per request cost ~7 µs of the relay's CPU per signed send (in process on
+a real nats-server, docs/api.md "Performance"); `asyncio.timeout` around each read cost more.
+The deadline cancels the request's task only while it waits for the body, so a route busy past
+the deadline is never interrupted in its own work: its next read that has to wait fails.
 """
 
 from __future__ import annotations
@@ -21,26 +23,69 @@ from starlette.types import Message, Receive
 from relay.problems import Problem
 
 
-class BodyDeadline:
-    """The body reads of one request, against one deadline counted from its head
-    (`relay.middleware.edge` passes `receive` on to the app)."""
+class BodyDeadlines:
+    """The bodies being read under one deadline, and the one timer that watches them.
 
-    def __init__(self, receive: Receive, seconds: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + seconds
+    Every body gets the same number of seconds, so the order they started in is the order their
+    deadlines pass: the timer is armed for the oldest only."""
+
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self._reading: dict[BodyDeadline, float] = {}
+        """Reads in progress and their deadlines, oldest first."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, receive: Receive) -> BodyDeadline:
+        """The deadline of one request's body, counted from now (its head is in)."""
+        loop = asyncio.get_running_loop()
+        return BodyDeadline(self, receive, loop, loop.time() + self.seconds)
+
+    def watch(self, reading: BodyDeadline) -> None:
+        self._reading[reading] = reading.deadline
+        if self._timer is None:
+            self._timer = reading.loop.call_at(reading.deadline, self._sweep, reading.loop)
+
+    def forget(self, reading: BodyDeadline) -> None:
+        self._reading.pop(reading, None)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Expire the reads past their deadline, then re-arm for the oldest left."""
+        self._timer = None
+        now = loop.time()
+        while self._reading:
+            reading, deadline = next(iter(self._reading.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._sweep, loop)
+                return
+            del self._reading[reading]
+            reading.expire()
+
+
+class BodyDeadline:
+    """The body reads of one request (`relay.middleware.edge` passes `receive` on to the app)."""
+
+    __slots__ = ("_receive", "deadline", "deadlines", "done", "expired", "loop", "task", "waiting")
+
+    def __init__(
+        self,
+        deadlines: BodyDeadlines,
+        receive: Receive,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+    ) -> None:
+        self.deadlines = deadlines
         self._receive = receive
+        self.loop = loop
+        self.deadline = deadline
         self.done = False
         self.waiting = False
         self.expired = False
-        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[object] | None = None
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         """Past the deadline: a read that waits for the client fails (one that finds the body
         already received does not: the route, not the client, was slow)."""
-        self.timer = None
-        if self.waiting and self.task is not None:
+        if self.waiting and not self.expired and self.task is not None:
             self.expired = True
             self.task.cancel()
 
@@ -48,16 +93,18 @@ class BodyDeadline:
         return Problem(
             408,
             "body_timeout",
-            f"the request body did not arrive within {self.seconds:g}s",
+            f"the request body did not arrive within {self.deadlines.seconds:g}s",
             headers={"Connection": "close"},
         )
 
     async def receive(self) -> Message:
         if self.done:
             return await self._receive()
-        if self.timer is None:  # first read, or after the deadline (then it fires at once)
+        if self.task is None:  # the first read
             self.task = asyncio.current_task()
-            self.timer = self.loop.call_at(self.deadline, self._expire)
+            self.deadlines.watch(self)
+        elif self.loop.time() >= self.deadline:  # past it while the route worked: if this read
+            self.loop.call_soon(self.expire)  # has to wait, it fails at once
         self.waiting = True
         try:
             message = await self._receive()
@@ -74,6 +121,4 @@ class BodyDeadline:
 
     def stop(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadlines.forget(self)

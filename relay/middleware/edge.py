@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from relay.endpoints import Endpoint
-from relay.middleware.deadline import BodyDeadline
+from relay.middleware.deadline import BodyDeadlines
 from relay.middleware.guard import FailedAuthGuard, client_key
 from relay.middleware.hot import HotRoutes, serve
 from relay.middleware.hygiene import add_headers, request_id_of
@@ -49,7 +49,7 @@ class Edge:
         self.app = app
         self.cors = None if cors is None else CORSMiddleware(app, **cors)
         self.guard = FailedAuthGuard(auth_failure_limit, auth_failure_window)
-        self.body_timeout = body_timeout
+        self.body_deadlines = BodyDeadlines(body_timeout) if body_timeout > 0 else None
         self.hot = HotRoutes(endpoints or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,8 +80,8 @@ class Edge:
             await refusal(scope, receive, answer)
             return
         reading = None
-        if self.body_timeout > 0:
-            reading = BodyDeadline(receive, self.body_timeout)
+        if self.body_deadlines is not None:
+            reading = self.body_deadlines.start(receive)
             receive = reading.receive
         try:
             endpoint = self.hot.match(scope)
@@ -120,15 +120,15 @@ class _Answer:
         self.status = 0
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] != "http.response.start":
-            await self._send(message)
-            return
-        self.status = message["status"]
-        if self._cors is not None and self._cors_headers is not None:
-            await self._cors.send(message, self._finish, self._cors_headers)
-        else:
-            await self._finish(message)
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self._cors is not None and self._cors_headers is not None:
+                await self._cors.send(message, self._finish, self._cors_headers)
+                return
+            add_headers(message, self._request_id)
+        await self._send(message)
 
     async def _finish(self, message: Message) -> None:
+        """After CORS's headers: the security headers and the request id."""
         add_headers(message, self._request_id)
         await self._send(message)

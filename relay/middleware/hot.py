@@ -46,14 +46,13 @@ class HotRoutes:
 async def serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     """The endpoint's answer, its errors to the app's handlers as Starlette's exception
     middleware would send them."""
-    request = Request(scope, receive)
     try:
-        response = await endpoint.serve(request)
+        response = await endpoint.serve(scope, receive)
     except Exception as error:  # routed to its registered handler, or re-raised below
         handler = _handler_for(error)
         if handler is None:
             raise  # the server-error middleware answers (and logs) it, as for any route
-        response = await handler(request, error)
+        response = await handler(Request(scope, receive), error)
     await response(scope, receive, send)
 
 

@@ -43,10 +43,16 @@ def request_id_of(scope: Scope) -> str:
     return "req_" + random_hex(8)
 
 
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+
+
 def add_headers(message: Message, request_id: bytes) -> None:
     """The security headers a route did not set, and the request id, on a response's start."""
     headers = list(message.get("headers", ()))
     present = {name.lower() for name, _ in headers}
-    headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
+    if present.isdisjoint(_SECURITY_NAMES):  # the common case: all of them, as they are
+        headers += SECURITY_HEADERS
+    else:
+        headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
     headers.append((REQUEST_ID, request_id))
     message["headers"] = headers

@@ -17,7 +17,7 @@ def _command(name: str, model: Any) -> Any:
     adapter: TypeAdapter[Any] = TypeAdapter(model)
 
     async def handle(call: Call) -> Response:
-        command_id = command_id_from(call.request)
+        command_id = command_id_from(call.headers)
         data = call.parse(adapter)
         duplicate = await publish_command(
             call.state, call.instance, name, data.model_dump(mode="json"), command_id

@@ -74,7 +74,7 @@ async def legacy_send(call: Call) -> Response:
         call.state,
         given.instanceId,
         {"to": given.to, "text": given.message},
-        command_id_from(call.request),
+        command_id_from(call.headers),
         0,
     )
     return _deprecated(

@@ -97,7 +97,7 @@ async def send(
 
 async def send_message(call: Call) -> Response:
     signed = call.signed_command_id
-    command_id = signed or command_id_from(call.request)
+    command_id = signed or command_id_from(call.headers)
     status, answer = await send(
         call.state, call.instance, parse_json(call.body), command_id, call.query.wait, bool(signed)
     )

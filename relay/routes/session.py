@@ -19,7 +19,7 @@ DEFAULT_PAIR_WAIT = 10.0
 
 
 async def request_pair_code(call: Call) -> Response:
-    command_id = command_id_from(call.request)
+    command_id = command_id_from(call.headers)
     pair = call.parse(_PAIR)
     asked_at = time.time()
     await publish_command(
@@ -48,7 +48,7 @@ async def request_pair_code(call: Call) -> Response:
 
 
 async def logout(call: Call) -> Response:
-    command_id = command_id_from(call.request)
+    command_id = command_id_from(call.headers)
     data = call.parse(_LOGOUT) if call.body else Logout()
     duplicate = await publish_command(
         call.state, call.instance, LOGOUT_COMMAND, data.model_dump(mode="json"), command_id

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.types import Scope
 
 from relay.endpoints import Call, Handler
 from relay.problems import Problem
@@ -39,19 +39,17 @@ class Failed:
         return cls(problem.status, problem.code, problem.detail)
 
 
-def _request(path_params: dict[str, str]) -> Request:
-    """A request that carries only what handlers read from one: path parameters (and no
+def _scope(path_params: dict[str, str]) -> Scope:
+    """A request scope that carries only what handlers read from one: path parameters (and no
     `Idempotency-Key`, so each action gets a new command id)."""
-    return Request(
-        {
-            "type": "http",
-            "method": "POST",
-            "path": "/ui",
-            "headers": [],
-            "query_string": b"",
-            "path_params": path_params,
-        }
-    )
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/ui",
+        "headers": [],
+        "query_string": b"",
+        "path_params": path_params,
+    }
 
 
 async def invoke(
@@ -65,6 +63,6 @@ async def invoke(
     """Run `handler` as the operator; its JSON answer (None for an empty one).
     `Problem` propagates: the caller shows it (`Failed.of`)."""
     raw = b"" if body is None else json.dumps(body).encode()
-    response = await handler(Call(_request(path_params), state, raw, None, query))
+    response = await handler(Call(_scope(path_params), state, raw, None, query))
     content = bytes(response.body)
     return json.loads(content) if content else None

@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
 from schemas.commands import SendText, normalise_recipient, parse_send
-from schemas.envelope import RawEnvelope, encode, encode_parts, format_timestamp, make_event
+from schemas.envelope import (
+    RawEnvelope,
+    encode,
+    encode_parts,
+    format_timestamp,
+    make_event,
+    timestamp_now,
+    utc_now,
+)
 from schemas.events import EVENT_MODELS, MessageKind, MessageReceived
 from schemas.export import SCHEMA_DIR, generated_schemas, render
 from schemas.ids import derived_event_id, is_instance_id
@@ -165,15 +174,31 @@ def test_encode_parts_is_encode_byte_for_byte() -> None:
     assert format_timestamp(other_zone) == format_timestamp(moment) == "2026-11-29T12:00:00.123Z"
     data = {"to": "5511999999999", "text": 'olá / "quoted" \u2028', "mentions": [], "n": 1.5}
     built = RawEnvelope(id="cmd_1", type="send", instance="acme", timestamp=moment, data=data)
-    assert encode_parts("cmd_1", "send", "acme", moment, data) == encode(built)
+    assert encode_parts("cmd_1", "send", "acme", format_timestamp(moment), data) == encode(built)
     for send in (
         {"to": "5511999999999", "text": "hi", "mentions": ["5511888888888"]},
         {"type": "location", "to": "5511999999999", "latitude": -23.5, "longitude": -46.6},
         {"type": "image", "to": "5511999999999", "url": "https://example.com/a.png"},
     ):
         message = parse_send(send)
-        as_dict = encode_parts("c", "send", "acme", moment, message.model_dump(mode="json"))
-        assert encode_parts("c", "send", "acme", moment, message) == as_dict
+        stamp = format_timestamp(moment)
+        as_dict = encode_parts("c", "send", "acme", stamp, message.model_dump(mode="json"))
+        assert encode_parts("c", "send", "acme", stamp, message) == as_dict
+
+
+def test_the_timestamp_of_now_is_the_envelope_format_of_now() -> None:
+    """`timestamp_now` formats the date once a second; it must read as `utc_now()` would,
+    at every millisecond, across second boundaries."""
+    previous = ""
+    for _ in range(3000):
+        before = format_timestamp(utc_now() - timedelta(milliseconds=1))
+        stamp = timestamp_now()
+        after = format_timestamp(utc_now() + timedelta(milliseconds=1))
+        assert before <= stamp <= after, (before, stamp, after)
+        assert previous <= stamp
+        assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")  # the envelope's form
+        previous = stamp
+        time.sleep(0.0005)  # so that the 3000 calls span more than one second
 
 
 def test_random_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
