@@ -495,7 +495,8 @@ def main() -> None:
                     else ""
                 )
                 print(
-                    f"summary: {throughput['sends_per_second']} signed sends/s, "
+                    f"summary ({env['WABUS_RELAY_WORKERS']} relay worker(s)): "
+                    f"{throughput['sends_per_second']} signed sends/s, "
                     f"{round(relay_cpu / sends * 1e6)} us of relay CPU per send (target <= 150 "
                     f"on one worker); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
                     f"(target <= 15); durable: {ok}{versus}",
