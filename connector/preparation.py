@@ -45,6 +45,7 @@ from schemas.commands import (
     SendSticker,
     SendText,
     jid_string,
+    non_device_jid,
 )
 from schemas.commands import (
     LinkPreview as GivenPreview,
@@ -225,14 +226,22 @@ def sent_seen(
     )
 
 
-async def participants(session: EngineSession, group: str) -> list[str]:
-    """Every participant of `group`, to mention them all; its refusal is the send's."""
+async def participants(session: EngineSession, group: str, account: str | None = None) -> list[str]:
+    """Every participant of `group` but the `account` sending (by its phone-number JID, also
+    when the group lists it by LID), to mention them all; its refusal is the send's."""
     try:
         info = await session.query("group_info", GroupQuery(group=group))
     except QueryError as error:
         raise SendError(error.code, error.reason) from error
     assert isinstance(info, GroupInfo)
-    return [participant.jid for participant in info.participants]
+    own = non_device_jid(account) if account else None
+    return [
+        participant.jid
+        for participant in info.participants
+        if own is None
+        or own
+        not in {non_device_jid(jid) for jid in (participant.jid, participant.phone_jid) if jid}
+    ]
 
 
 class Preparer:
@@ -248,8 +257,13 @@ class Preparer:
         return await self._memory.recall(instance, message_id)
 
     async def prepare(
-        self, instance: str, message: SendMessage, session: EngineSession
+        self,
+        instance: str,
+        message: SendMessage,
+        session: EngineSession,
+        account: str | None = None,
     ) -> SendContext:
+        """`account`: the JID the session is logged in as (`mention_all` leaves it out)."""
         target = None
         if isinstance(message, SendReaction | SendEdit | SendDelete | SendForward):
             target = await self._recall(instance, message.message_id)
@@ -266,7 +280,7 @@ class Preparer:
                 preview = await fetch_preview(url, allow=self._allow)
         mentions = [jid_string(jid) for jid in message.mentions]
         if message.mention_all:
-            mentions += await participants(session, message.to)
+            mentions += await participants(session, message.to, account)
         return SendContext(
             media=media,
             preview=preview,

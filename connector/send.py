@@ -98,7 +98,9 @@ class SendExecutor:
                 facts = replace(facts, claim=await self._claim(key, decision.retake))
             elif isinstance(decision, CallEngine):
                 assert session is not None
-                facts = replace(facts, engine=await self._call(session, request, lane, key))
+                account = supervisor.account.jid if supervisor.account else None
+                answer = await self._call(session, request, lane, key, account)
+                facts = replace(facts, engine=answer)
             else:
                 return await self._finish(instance, decision)
         raise AssertionError(f"the send decision took more than {STEPS} steps")
@@ -139,11 +141,16 @@ class SendExecutor:
         return Claiming.CLAIMED
 
     async def _call(
-        self, session: EngineSession, request: SendMessage, lane: Lane, key: tuple[str, str]
+        self,
+        session: EngineSession,
+        request: SendMessage,
+        lane: Lane,
+        key: tuple[str, str],
+        account: str | None,
     ) -> EngineAnswer:
         started = time.perf_counter()
         try:
-            context = await self._preparer.prepare(key[0], request, session)
+            context = await self._preparer.prepare(key[0], request, session, account)
             sent = await session.send(request, context)
         except SendError as error:
             return error

@@ -203,6 +203,11 @@ class SessionSupervisor:
 
         await asyncio.wait_for(settled(), within)
 
+    @property
+    def account(self) -> Account | None:
+        """The account the session last reported it is logged in as."""
+        return self._account
+
     async def open_session(self, within: float) -> EngineSession:
         """The open session, waiting up to `within` seconds for a (re)connect. Raises `NotConnected`
         when the session is down for good, `TimeoutError` when it is still coming."""

@@ -146,8 +146,8 @@ class _Send(ContractModel):
     )
     mention_all: bool = Field(
         default=False,
-        description="In a group: mention every participant (each is notified; the text need "
-        "not name them).",
+        description="In a group: mention every participant but the account sending (each is "
+        "notified; the text need not name them).",
     )
 
     @field_validator("to")

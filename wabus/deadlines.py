@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -95,6 +95,12 @@ class _Summary:
 _summary = _Summary()
 
 
+class Expiring(Protocol):
+    """What a sweep tells that its deadline passed (a `DeadlineProtocol`)."""
+
+    def expired(self, phase: Phase, seconds: float) -> None: ...
+
+
 class _Sweeper:
     """The head and body deadlines of every connection on one event loop, and one timer that
     checks them a few times a second while any is set.
@@ -106,17 +112,17 @@ class _Sweeper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.tick = 1.0
-        self.deadlines: dict[DeadlineProtocol, tuple[float, Phase, float]] = {}
+        self.deadlines: dict[Expiring, tuple[float, Phase, float]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def set(self, connection: DeadlineProtocol, phase: Phase, seconds: float) -> None:
+    def set(self, connection: Expiring, phase: Phase, seconds: float) -> None:
         self.deadlines[connection] = (self.loop.time() + seconds, phase, seconds)
         if seconds / 4 < self.tick:
             self.tick = max(seconds / 4, MIN_TICK)
         if self._timer is None:
             self._timer = self.loop.call_later(self.tick, self._sweep)
 
-    def clear(self, connection: DeadlineProtocol) -> None:
+    def clear(self, connection: Expiring) -> None:
         self.deadlines.pop(connection, None)
 
     def _sweep(self) -> None:

@@ -11,17 +11,17 @@ import pytest
 
 from relay.middleware.deadline import BodyDeadlines
 from relay.problems import Problem
-from wabus.deadlines import _sweeper_of
+from wabus.deadlines import Phase, _sweeper_of
 
 
 class _Connection:
     """Stands in for a `DeadlineProtocol`: records the phases that expired."""
 
     def __init__(self) -> None:
-        self.expired_phases: list[str] = []
+        self.expired_phases: list[Phase] = []
         self.fired = asyncio.Event()
 
-    def expired(self, phase: str, seconds: float) -> None:
+    def expired(self, phase: Phase, seconds: float) -> None:
         self.expired_phases.append(phase)
         self.fired.set()
 

@@ -508,6 +508,57 @@ async def test_mention_all_mentions_every_participant_once() -> None:
     assert refused.value.code == "unknown_group"
 
 
+class LidGroupSession:
+    """A group that lists its participants by LID, with their phone-number JIDs beside."""
+
+    async def query(self, name: str, request: Any) -> Any:
+        return GroupInfo(
+            jid=request.group,
+            name="g",
+            participants=[
+                GroupParticipant(jid="201000111@lid", phone_jid="1555000111@s.whatsapp.net"),
+                GroupParticipant(jid="201000222@lid", phone_jid="1555000222@s.whatsapp.net"),
+            ],
+        )
+
+
+@pytest.mark.parametrize(
+    ("session", "account", "expected"),
+    [
+        # the account sending is a participant: everyone else is mentioned
+        (SESSION, "1555000111@s.whatsapp.net", ("1555000222@s.whatsapp.net",)),
+        # the account as the session reports it, with its device: the same person
+        (SESSION, "1555000111:12@s.whatsapp.net", ("1555000222@s.whatsapp.net",)),
+        # listed by LID: recognised by the phone-number JID beside it
+        (LidGroupSession(), "1555000222@s.whatsapp.net", ("201000111@lid",)),
+        # the control: no account known, every participant
+        (SESSION, None, ("1555000111@s.whatsapp.net", "1555000222@s.whatsapp.net")),
+        # an account that is not in the group leaves nobody out
+        (
+            SESSION,
+            "1555000999@s.whatsapp.net",
+            ("1555000111@s.whatsapp.net", "1555000222@s.whatsapp.net"),
+        ),
+    ],
+)
+async def test_mention_all_leaves_out_the_account_that_sends(
+    session: Any, account: str | None, expected: tuple[str, ...]
+) -> None:
+    message = send(to="120363000000000001@g.us", text="all hands", mention_all=True)
+    context = await Preparer(None).prepare("acme", message, session, account)
+    assert context.mentions == expected
+
+
+async def test_mentioning_oneself_by_name_is_kept() -> None:
+    """`mentions` are what the caller asked for: only `mention_all`'s expansion skips the
+    account."""
+    message = send(
+        to="120363000000000001@g.us", text="me", mention_all=True, mentions=["1555000111"]
+    )
+    context = await Preparer(None).prepare("acme", message, SESSION, "1555000111@s.whatsapp.net")
+    assert context.mentions == ("1555000111@s.whatsapp.net", "1555000222@s.whatsapp.net")
+
+
 def test_mention_all_is_for_groups_only() -> None:
     with pytest.raises(ValidationError, match="mention_all"):
         send(to="5511999999999", text="x", mention_all=True)

@@ -322,7 +322,7 @@ export interface SendAudio {
    */
   base64?: string | null;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -574,7 +574,7 @@ export interface SendContact {
         ContactCard
       ];
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -605,7 +605,7 @@ export interface SendContact {
  */
 export interface SendDelete {
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -645,7 +645,7 @@ export interface SendDocument {
   caption?: string | null;
   filename?: string | null;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -678,7 +678,7 @@ export interface SendDocument {
  */
 export interface SendEdit {
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -712,7 +712,7 @@ export interface SendEdit {
  */
 export interface SendForward {
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -747,7 +747,7 @@ export interface SendImage {
   base64?: string | null;
   caption?: string | null;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -785,7 +785,7 @@ export interface SendLocation {
   latitude: number;
   longitude: number;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -817,7 +817,7 @@ export interface SendLocation {
  */
 export interface SendPoll {
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -874,7 +874,7 @@ export interface SendReaction {
    */
   from_me?: boolean;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -915,7 +915,7 @@ export interface SendSticker {
    */
   base64?: string | null;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -952,7 +952,7 @@ export interface SendText {
    */
   link_preview?: boolean | LinkPreview;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
@@ -987,7 +987,7 @@ export interface SendVideo {
   base64?: string | null;
   caption?: string | null;
   /**
-   * In a group: mention every participant (each is notified; the text need not name them).
+   * In a group: mention every participant but the account sending (each is notified; the text need not name them).
    */
   mention_all?: boolean;
   /**
