@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
 import aiohttp
-from PIL import Image, ImageOps
 from yarl import URL
 
 from connector.fetch import FetchError, fetch_bytes
+from connector.images import as_jpeg
 from wabus.logs import get_logger
 from wabus.ssrf import Network
 
@@ -34,12 +33,6 @@ MAX_TITLE = 256
 MAX_DESCRIPTION = 1024
 MAX_URL = 2048
 THUMBNAIL_SIDE = 300
-MAX_IMAGE_PIXELS = 16_000_000
-"""Images with more pixels are not decoded (a small file can declare a huge canvas); Pillow's
-own decompression-bomb limit is far higher."""
-IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
-"""The formats Pillow may open: what web pages use, not every plugin Pillow has (some hand the
-bytes to outside programs)."""
 PAGE_REDIRECTS = 3
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
@@ -320,25 +313,6 @@ async def _thumbnail_of(
 
 
 def thumbnail_jpeg(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
-    """`data` (a JPEG, PNG, GIF or WebP image) as a JPEG at most `side` pixels on its longer
-    side, transparency flattened onto white; None when it is not such an image, is broken, or
-    declares more than `MAX_IMAGE_PIXELS` (Pillow's decompression-bomb error and warning
-    included — the warning is an error under pytest)."""
-    try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                return None
-            opened.draft("RGB", (side, side))  # JPEG: decode at a reduced scale already
-            image = ImageOps.exif_transpose(opened)
-            image.thumbnail((side, side))
-            if image.mode in {"RGBA", "LA", "PA"} or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, "white")
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                flat = image.convert("RGB")
-            out = io.BytesIO()
-            flat.save(out, "JPEG", quality=80, optimize=True)
-    except Exception:  # garbage, truncated, a bomb: Pillow raises many kinds; no thumbnail
-        return None
-    return out.getvalue()
+    """`data` as a thumbnail: a JPEG at most `side` pixels on its longer side, or None
+    (`connector.images.as_jpeg`)."""
+    return as_jpeg(data, side)

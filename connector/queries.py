@@ -11,6 +11,7 @@ out. Each request runs in a task of its own: one slow query does not hold up the
 from __future__ import annotations
 
 import asyncio
+import base64
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -18,10 +19,12 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from connector.engine import QueryError
+from connector.images import MAX_IMAGE_PIXELS, group_photo_jpeg
 from connector.instances import InstanceManager
 from connector.metrics import ERRORS
 from connector.supervisor import NotConnected
-from schemas.queries import QUERIES, QueryAnswer
+from schemas.envelope import ContractModel
+from schemas.queries import QUERIES, GroupSettings, QueryAnswer
 from schemas.subjects import Topology, parse_subject
 from wabus.logs import get_logger
 from wabus.natsbus import UNAVAILABLE
@@ -48,6 +51,10 @@ async def answer(instances: InstanceManager, instance: str, name: str, body: byt
             for item in error.errors(include_input=False)
         )
         return QueryAnswer(ok=False, code="invalid_query", reason=problems)
+    try:
+        request = await _prepared(request)
+    except QueryError as error:
+        return QueryAnswer(ok=False, code=error.code, reason=error.reason)
     supervisor = instances.supervisors.get(instance)
     if supervisor is None:  # stopped (or handed to another connector) since the request came
         return QueryAnswer(ok=False, code="instance_not_open", reason="the instance was stopped")
@@ -63,6 +70,21 @@ async def answer(instances: InstanceManager, instance: str, name: str, body: byt
     except TimeoutError:
         return QueryAnswer(ok=False, code="engine_error", reason="WhatsApp did not answer in time")
     return QueryAnswer(ok=True, data=result.model_dump(mode="json", by_alias=True))
+
+
+async def _prepared(request: ContractModel) -> ContractModel:
+    """The request as the engine gets it: a group photo re-encoded as WhatsApp's JPEG (the
+    caller may send a PNG, WebP or GIF), in a thread."""
+    if not isinstance(request, GroupSettings) or request.photo_base64 is None:
+        return request
+    jpeg = await asyncio.to_thread(group_photo_jpeg, base64.b64decode(request.photo_base64))
+    if jpeg is None:
+        raise QueryError(
+            "invalid_query",
+            "photo_base64: not a JPEG, PNG, WebP or GIF image that can be read (or more than "
+            f"{MAX_IMAGE_PIXELS} pixels)",
+        )
+    return request.model_copy(update={"photo_base64": base64.b64encode(jpeg).decode()})
 
 
 async def subscribe_queries(

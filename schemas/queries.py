@@ -183,6 +183,10 @@ class Joined(ContractModel):
     group: str
 
 
+PHOTO_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF", b"GIF87a", b"GIF89a")
+"""How the image formats a group photo may be sent in begin (a WebP file: `RIFF….WEBP`)."""
+
+
 class GroupSettings(_Group):
     """Change what is given; what is left out stays."""
 
@@ -193,8 +197,9 @@ class GroupSettings(_Group):
     photo_base64: str | None = Field(
         default=None,
         max_length=(MAX_PHOTO_BYTES * 4) // 3 + 4,
-        description=f"A new group photo: a JPEG (WhatsApp's format), base64, at most "
-        f"{MAX_PHOTO_BYTES} bytes.",
+        description=f"A new group photo, base64, at most {MAX_PHOTO_BYTES} bytes: a JPEG, PNG, "
+        "WebP or GIF image; the connector sends its centre square, at most 640 x 640, as a JPEG "
+        "(WhatsApp's format).",
     )
 
     @field_validator("photo_base64")
@@ -205,9 +210,13 @@ class GroupSettings(_Group):
         try:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as error:
-            raise ValueError(f"expected standard base64 of a JPEG: {error}") from error
-        if not data.startswith(b"\xff\xd8\xff") or len(data) > MAX_PHOTO_BYTES:
-            raise ValueError(f"expected a JPEG of at most {MAX_PHOTO_BYTES} bytes")
+            raise ValueError(f"expected standard base64 of an image: {error}") from error
+        if not data.startswith(PHOTO_SIGNATURES) or len(data) > MAX_PHOTO_BYTES:
+            raise ValueError(
+                f"expected a JPEG, PNG, WebP or GIF image of at most {MAX_PHOTO_BYTES} bytes"
+            )
+        if data.startswith(b"RIFF") and data[8:12] != b"WEBP":
+            raise ValueError("expected a JPEG, PNG, WebP or GIF image (a RIFF file, not WebP)")
         return value
 
 

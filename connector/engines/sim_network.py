@@ -281,10 +281,14 @@ class SimNetwork:
 
     def _group_settings(self, request: GroupSettings) -> tuple[ContractModel, list[EventData]]:
         group = self._admin_group(request.group)
+        photo = None if request.photo_base64 is None else base64.b64decode(request.photo_base64)
+        if photo is not None and not photo.startswith(b"\xff\xd8\xff"):
+            # as WhatsApp (whatsmeow's ErrInvalidImageFormat): a group photo is a JPEG
+            raise QueryError("engine_error", "invalid image format: a group photo is a JPEG")
         changes = request.model_dump(exclude={"group", "photo_base64"}, exclude_none=True)
         for name, value in changes.items():
             setattr(group, name, value)
-        if request.photo_base64 is not None:
-            group.photo = base64.b64decode(request.photo_base64)
+        if photo is not None:
+            group.photo = photo
         event = GroupSettingsChanged(group=group.jid, by=self.me, **changes)
         return Done(), [event] if changes else []

@@ -4,6 +4,8 @@ senders carrying their phone JID. A real nats-server; the connector runs in this
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from PIL import Image
 
 from connector.engines.sim import SIM_JID
 from schemas.instances import CallPolicy
@@ -188,6 +191,24 @@ async def test_someone_elses_group_needs_admin_rights(
     assert await refused(nc, settings, "group_settings", {"group": group, "name": "x"}) == (
         "not_group_admin"
     )
+
+
+async def test_a_group_photo_in_any_common_format_reaches_whatsapp_as_a_jpeg(
+    acme: None, nc: NATS, settings: Settings
+) -> None:
+    """The sim, like WhatsApp, takes only a JPEG group photo: a PNG goes through because the
+    connector converts it; bytes that are no image are refused as the caller's mistake."""
+    group = (await ok(nc, settings, "group_create", {"name": "Pics", "participants": [ANA]}))["jid"]
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        out = io.BytesIO()
+        Image.new("RGBA", (900, 700), (10, 120, 200, 128)).convert(
+            "RGB" if fmt == "JPEG" else "RGBA"
+        ).save(out, fmt)
+        photo = base64.b64encode(out.getvalue()).decode()
+        await ok(nc, settings, "group_settings", {"group": group, "photo_base64": photo})
+    broken = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+    change = {"group": group, "photo_base64": broken}
+    assert await refused(nc, settings, "group_settings", change) == "invalid_query"
 
 
 async def test_presence_of_subscribed_contacts_only(

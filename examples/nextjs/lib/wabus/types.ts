@@ -2149,7 +2149,7 @@ export interface GroupSettingsRequest {
   locked?: boolean | null;
   name?: string | null;
   /**
-   * A new group photo: a JPEG (WhatsApp's format), base64, at most 1048576 bytes.
+   * A new group photo, base64, at most 1048576 bytes: a JPEG, PNG, WebP or GIF image; the connector sends its centre square, at most 640 x 640, as a JPEG (WhatsApp's format).
    */
   photo_base64?: string | null;
 }
