@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def fair_share(endpoints: int, relays: int) -> int:
@@ -31,17 +31,28 @@ def surplus(held: Iterable[str], share: int) -> list[str]:
 
 @dataclass
 class Balance:
-    """This relay's view: how many relays run (None until counted) and how many endpoints."""
+    """This relay's view: how many relays run (None until counted), how many endpoints, and
+    which of them are disabled (they take no delivery, so they are left out of the shares:
+    otherwise one relay could hold every endpoint that works while another held only disabled
+    ones)."""
 
     relays: int | None = None
     endpoints: int = 0
+    disabled: set[str] = field(default_factory=set)
+    """As this relay's dispatchers last found them in the endpoints bucket."""
+
+    def note(self, endpoint: str, *, disabled: bool) -> None:
+        if disabled:
+            self.disabled.add(endpoint)
+        else:
+            self.disabled.discard(endpoint)
 
     @property
     def share(self) -> int | None:
         """The most leases to hold now; None for no limit."""
         if self.relays is None:
             return None
-        return fair_share(self.endpoints, self.relays)
+        return fair_share(self.endpoints - len(self.disabled), self.relays)
 
     def may_claim(self, held: int) -> bool:
         share = self.share

@@ -135,9 +135,11 @@ class EndpointDispatcher:
         key = self.target.key
         while not stop.is_set():
             try:
+                disabled = await self._states.disabled(key) is not None
+                self._balance.note(key, disabled=disabled)  # the shares count enabled ones
                 if (
-                    self._balance.may_claim(len(self._leases.held))
-                    and await self._states.disabled(key) is None
+                    not disabled
+                    and self._balance.may_claim(len(self._leases.held))
                     and await self._leases.acquire(key)
                 ):
                     self.lease_lost.clear()

@@ -21,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from relay.delivery.attempts import AttemptCounts
-from relay.delivery.balance import Balance, fair_share
+from relay.delivery.balance import Balance
 from relay.delivery.dispatcher import EndpointDispatcher, Shared
 from relay.delivery.events import EventRef, Poison, read_event
 from relay.delivery.policy import Decision, Delivered
@@ -175,6 +175,7 @@ class Deliveries:
         if running is None:
             return
         self._balance.endpoints = len(self._running)
+        self._balance.note(key, disabled=False)  # no longer counted at all
         running.stop.set()
         await running.task
         if forget:  # the endpoint was removed: its consumer would only pile up events
@@ -225,14 +226,16 @@ class Deliveries:
         except UNAVAILABLE as error:
             log.info("relays not counted: NATS away", error=repr(error))
             return
-        if relays != self._balance.relays:
+        changed = relays != self._balance.relays
+        self._balance.relays = max(relays, 1)
+        if changed:
             log.info(
                 "relays running",
                 relays=relays,
                 endpoints=self._balance.endpoints,
-                share=fair_share(self._balance.endpoints, relays),
+                disabled=len(self._balance.disabled),
+                share=self._balance.share,
             )
-        self._balance.relays = max(relays, 1)
 
     def _hand_over_surplus(self) -> None:
         held = self._leases.held & set(self._running)

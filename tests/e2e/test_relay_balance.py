@@ -1,7 +1,7 @@
 """Relays share the webhook endpoints out: three endpoints, one relay delivering them all, a second
 relay joins and takes its share (handed over cleanly: nothing lost, nothing twice, every chat in
-order at every endpoint), then stops with SIGTERM and hands its share back. Both relays run as
-`python -m relay`; events flow the whole time."""
+order at every endpoint), then stops with SIGTERM and hands its share back; disabled endpoints
+are left out of the shares. The relays run as `python -m relay`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
 from relay.client import RelayClient
+from relay.delivery.states import EndpointStates
 from schemas.envelope import encode, make_event
 from tests.conftest import API_KEY_ID, API_SECRET
 from tests.integration.test_webhook_delivery import inbound
@@ -185,3 +186,78 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
     twice = [delivery for delivery, count in sent.items() if count > 1]
     assert twice == []
     assert len(receiver.deliveries) == EXPECTED
+
+
+async def test_disabled_endpoints_are_left_out_of_the_shares(
+    settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
+) -> None:
+    """The global endpoint is disabled (as a 410 Gone leaves it): two relays deliver the two
+    endpoints that work, one each — a share counting the disabled one let the first relay keep
+    both. Enabled again, it is claimed and its backlog delivered, in order, once."""
+    receiver = Receiver(webhook_secret)
+    await ensure_streams(nc.jetstream(), settings)
+    log = tmp_path / "relays.log"
+    async with running(receiver.app()) as receiver_url:
+        env = stack_env(
+            settings,
+            receiver_url,
+            webhook_secret,
+            WABUS_WEBHOOK_LEASE_TTL="2",
+            WABUS_WEBHOOK_TIMEOUT="15",
+        )
+        first_port, second_port = free_port(), free_port()
+        try:
+            with ExitStack() as processes:
+                first = processes.enter_context(
+                    service("relay", env | {"PORT": str(first_port)}, log)
+                )
+                first_url = f"http://127.0.0.1:{first_port}"
+                await eventually(lambda: ready(first_url), timeout=30)
+                states = await nc.jetstream().key_value(settings.topology.endpoints_bucket)
+                await EndpointStates(states).disable("global", "410 Gone (the test)")
+                async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
+                    for instance in INSTANCES:
+                        url = f"{receiver_url}/hook/{instance}"
+                        hook = {"id": "hook", "url": url, "secret": webhook_secret}
+                        await client.create_instance(instance, webhooks=[hook])
+
+                    async def first_holds_the_two_that_work() -> bool:
+                        found = await holders(nc, settings)
+                        return held_by(found, first.pid) == 2 and found["global"] is None
+
+                    await eventually(first_holds_the_two_that_work, timeout=30)
+                    second = processes.enter_context(
+                        service("relay", env | {"PORT": str(second_port)}, log)
+                    )
+
+                    async def one_each() -> dict[str, str | None] | None:
+                        found = await holders(nc, settings)
+                        split = held_by(found, first.pid) == 1 and held_by(found, second.pid) == 1
+                        return found if split else None
+
+                    shared = await eventually(one_each, timeout=30)
+                    await publish_phase(nc, settings, 0)
+                    half = PER_PHASE * CHATS * len(INSTANCES)
+
+                    async def instance_endpoints_served() -> bool:
+                        return len(receiver.deliveries) >= half
+
+                    await eventually(instance_endpoints_served, timeout=60)
+                    await client.enable_endpoint("global")
+
+                    async def global_served() -> bool:
+                        return len(receiver.deliveries) >= 2 * half
+
+                    await eventually(global_served, timeout=60)
+                    enabled = await holders(nc, settings)
+        finally:
+            print(log.read_text())
+
+    assert shared["global"] is None  # disabled: nobody holds it
+    assert enabled["global"] is not None  # enabled again: claimed (the positive control)
+    assert receiver.rejected == []
+    order = arrivals(receiver)
+    assert {path for path, _ in order} == {"/hook", "/hook/bal-a", "/hook/bal-b"}
+    for (path, chat), numbers in order.items():
+        assert numbers == list(range(PER_PHASE)), f"{chat} at {path} arrived as {numbers}"
+    assert len(receiver.deliveries) == 2 * PER_PHASE * CHATS * len(INSTANCES)

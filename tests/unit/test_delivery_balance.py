@@ -70,3 +70,33 @@ def test_may_claim_below_the_share_only(
 def test_hands_over_nothing_before_counting() -> None:
     assert Balance(None, 3).to_hand_over(["a", "b", "c"]) == []
     assert Balance(3, 3).to_hand_over(["a", "b", "c"]) == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("relays", "endpoints", "disabled", "share"),
+    [
+        (2, 3, set(), 2),  # the control: every endpoint counts
+        (2, 3, {"global"}, 1),  # two that work, two relays: one each
+        (2, 3, {"global", "a/hook"}, 1),
+        (2, 3, {"global", "a/hook", "b/hook"}, 0),  # nothing to deliver
+        (1, 3, {"global"}, 2),
+        (3, 4, {"a/hook"}, 1),
+    ],
+)
+def test_disabled_endpoints_are_left_out_of_the_shares(
+    relays: int, endpoints: int, disabled: set[str], share: int
+) -> None:
+    balance = Balance(relays, endpoints)
+    for endpoint in disabled:
+        balance.note(endpoint, disabled=True)
+    assert balance.share == share
+
+
+def test_an_endpoint_enabled_again_counts_again() -> None:
+    balance = Balance(2, 3)
+    balance.note("global", disabled=True)
+    assert balance.to_hand_over(["a/hook", "b/hook"]) == ["b/hook"]  # share 1
+    balance.note("global", disabled=False)
+    balance.note("global", disabled=False)  # noted again by the next pass: still counted once
+    assert balance.share == 2
+    assert balance.to_hand_over(["a/hook", "b/hook"]) == []
