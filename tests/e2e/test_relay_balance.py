@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
@@ -106,6 +107,44 @@ async def all_arrived(receiver: Receiver) -> bool:
     return len(receiver.deliveries) >= EXPECTED
 
 
+def relays_env(settings: Settings, receiver_url: str, webhook_secret: str) -> dict[str, str]:
+    return stack_env(
+        settings,
+        receiver_url,
+        webhook_secret,
+        WABUS_WEBHOOK_LEASE_TTL="2",  # hand-overs within a second; shorter than SLOW_SECONDS
+        WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
+    )
+
+
+async def start_relay(
+    processes: ExitStack, env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m relay` on a free port, ready; the process and its URL."""
+    port = free_port()
+    relay = processes.enter_context(service("relay", env | {"PORT": str(port)}, log))
+    url = f"http://127.0.0.1:{port}"
+    await eventually(lambda: ready(url), timeout=30)
+    return relay, url
+
+
+async def create_instances(relay_url: str, receiver_url: str, webhook_secret: str) -> None:
+    """The instances, each with its own endpoint (the global one comes from the environment)."""
+    async with RelayClient(relay_url, API_KEY_ID, API_SECRET) as client:
+        for instance in INSTANCES:
+            url = f"{receiver_url}/hook/{instance}"
+            hook = {"id": "hook", "url": url, "secret": webhook_secret}
+            await client.create_instance(instance, webhooks=[hook])
+
+
+async def split(
+    nc: NATS, settings: Settings, shares: dict[int, int]
+) -> dict[str, str | None] | None:
+    """The endpoints' holders when each relay (by pid) holds its number of them, else None."""
+    found = await holders(nc, settings)
+    return found if all(held_by(found, pid) == n for pid, n in shares.items()) else None
+
+
 async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
     settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
 ) -> None:
@@ -113,26 +152,11 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
     await ensure_streams(nc.jetstream(), settings)
     log = tmp_path / "relays.log"
     async with running(receiver.app()) as receiver_url:
-        env = stack_env(
-            settings,
-            receiver_url,
-            webhook_secret,
-            WABUS_WEBHOOK_LEASE_TTL="2",  # hand-overs within a second; shorter than SLOW_SECONDS
-            WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
-        )
-        first_port, second_port = free_port(), free_port()
+        env = relays_env(settings, receiver_url, webhook_secret)
         try:
             with ExitStack() as processes:
-                first = processes.enter_context(
-                    service("relay", env | {"PORT": str(first_port)}, log)
-                )
-                await eventually(lambda: ready(f"http://127.0.0.1:{first_port}"), timeout=30)
-                first_url = f"http://127.0.0.1:{first_port}"
-                async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
-                    for instance in INSTANCES:
-                        url = f"{receiver_url}/hook/{instance}"
-                        hook = {"id": "hook", "url": url, "secret": webhook_secret}
-                        await client.create_instance(instance, webhooks=[hook])
+                first, first_url = await start_relay(processes, env, log)
+                await create_instances(first_url, receiver_url, webhook_secret)
 
                 async def first_holds_all() -> bool:
                     return held_by(await holders(nc, settings), first.pid) == len(ENDPOINTS)
@@ -140,15 +164,10 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
                 await eventually(first_holds_all, timeout=30)
                 alone = await holders(nc, settings)
                 await publish_phase(nc, settings, 0)
-
-                second = processes.enter_context(
-                    service("relay", env | {"PORT": str(second_port)}, log)
-                )
+                second, _ = await start_relay(processes, env, log)
 
                 async def shared_out() -> dict[str, str | None] | None:
-                    found = await holders(nc, settings)
-                    split = held_by(found, first.pid) == 2 and held_by(found, second.pid) == 1
-                    return found if split else None
+                    return await split(nc, settings, {first.pid: 2, second.pid: 1})
 
                 together = await eventually(shared_out, timeout=30)
                 await publish_phase(nc, settings, 1)
@@ -198,58 +217,40 @@ async def test_disabled_endpoints_are_left_out_of_the_shares(
     await ensure_streams(nc.jetstream(), settings)
     log = tmp_path / "relays.log"
     async with running(receiver.app()) as receiver_url:
-        env = stack_env(
-            settings,
-            receiver_url,
-            webhook_secret,
-            WABUS_WEBHOOK_LEASE_TTL="2",
-            WABUS_WEBHOOK_TIMEOUT="15",
-        )
-        first_port, second_port = free_port(), free_port()
+        env = relays_env(settings, receiver_url, webhook_secret)
         try:
             with ExitStack() as processes:
-                first = processes.enter_context(
-                    service("relay", env | {"PORT": str(first_port)}, log)
-                )
-                first_url = f"http://127.0.0.1:{first_port}"
-                await eventually(lambda: ready(first_url), timeout=30)
+                first, first_url = await start_relay(processes, env, log)
                 states = await nc.jetstream().key_value(settings.topology.endpoints_bucket)
                 await EndpointStates(states).disable("global", "410 Gone (the test)")
+                await create_instances(first_url, receiver_url, webhook_secret)
+
+                async def first_holds_the_two_that_work() -> bool:
+                    found = await holders(nc, settings)
+                    return held_by(found, first.pid) == 2 and found["global"] is None
+
+                await eventually(first_holds_the_two_that_work, timeout=30)
+                second, _ = await start_relay(processes, env, log)
+
+                async def one_each() -> dict[str, str | None] | None:
+                    return await split(nc, settings, {first.pid: 1, second.pid: 1})
+
+                shared = await eventually(one_each, timeout=30)
+                await publish_phase(nc, settings, 0)
+                half = PER_PHASE * CHATS * len(INSTANCES)
+
+                async def instance_endpoints_served() -> bool:
+                    return len(receiver.deliveries) >= half
+
+                await eventually(instance_endpoints_served, timeout=60)
                 async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
-                    for instance in INSTANCES:
-                        url = f"{receiver_url}/hook/{instance}"
-                        hook = {"id": "hook", "url": url, "secret": webhook_secret}
-                        await client.create_instance(instance, webhooks=[hook])
-
-                    async def first_holds_the_two_that_work() -> bool:
-                        found = await holders(nc, settings)
-                        return held_by(found, first.pid) == 2 and found["global"] is None
-
-                    await eventually(first_holds_the_two_that_work, timeout=30)
-                    second = processes.enter_context(
-                        service("relay", env | {"PORT": str(second_port)}, log)
-                    )
-
-                    async def one_each() -> dict[str, str | None] | None:
-                        found = await holders(nc, settings)
-                        split = held_by(found, first.pid) == 1 and held_by(found, second.pid) == 1
-                        return found if split else None
-
-                    shared = await eventually(one_each, timeout=30)
-                    await publish_phase(nc, settings, 0)
-                    half = PER_PHASE * CHATS * len(INSTANCES)
-
-                    async def instance_endpoints_served() -> bool:
-                        return len(receiver.deliveries) >= half
-
-                    await eventually(instance_endpoints_served, timeout=60)
                     await client.enable_endpoint("global")
 
-                    async def global_served() -> bool:
-                        return len(receiver.deliveries) >= 2 * half
+                async def global_served() -> bool:
+                    return len(receiver.deliveries) >= 2 * half
 
-                    await eventually(global_served, timeout=60)
-                    enabled = await holders(nc, settings)
+                await eventually(global_served, timeout=60)
+                enabled = await holders(nc, settings)
         finally:
             print(log.read_text())
 
