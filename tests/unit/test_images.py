@@ -65,6 +65,7 @@ def test_transparency_becomes_white_and_the_centre_is_what_is_kept() -> None:
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,  # a PNG's signature, then garbage
         b"not an image at all",
         encoded(Image.new("RGB", (8, 8)), "BMP"),  # a format WhatsApp users do not send
+        encoded(Image.new("1", (5000, 5000)), "PNG"),  # a few KiB declaring 25 M pixels
     ],
 )
 def test_what_cannot_be_read_as_an_allowed_image_is_refused(data: bytes) -> None:
