@@ -52,7 +52,7 @@ from schemas.commands import (
 )
 from schemas.envelope import utc_now
 from schemas.events import MessageKind
-from schemas.queries import GroupInfo, GroupQuery
+from schemas.queries import GroupInfo, GroupParticipant, GroupQuery
 from wabus.conversion import ConversionError
 from wabus.ssrf import Network
 from wabus.stickers import to_sticker
@@ -235,13 +235,15 @@ async def participants(session: EngineSession, group: str, account: str | None =
         raise SendError(error.code, error.reason) from error
     assert isinstance(info, GroupInfo)
     own = non_device_jid(account) if account else None
-    return [
-        participant.jid
-        for participant in info.participants
-        if own is None
-        or own
-        not in {non_device_jid(jid) for jid in (participant.jid, participant.phone_jid) if jid}
-    ]
+    return [p.jid for p in info.participants if own is None or not _is_account(p, own)]
+
+
+def _is_account(participant: GroupParticipant, own: str) -> bool:
+    """`participant` is the account `own` (its JID without device): by its JID, or by the
+    phone-number JID beside it when the group lists it by LID."""
+    return any(
+        non_device_jid(jid) == own for jid in (participant.jid, participant.phone_jid) if jid
+    )
 
 
 class Preparer:

@@ -105,8 +105,9 @@ class _Sweeper:
     """The head and body deadlines of every connection on one event loop, and one timer that
     checks them a few times a second while any is set.
 
-    Why not a timer per deadline: each request armed two and cancelled two (head, then body),
-    ~4 µs of the relay's CPU per signed send; setting a deadline here is a dict write. A
+    Why not a timer per deadline: each request armed two and cancelled two (head, then body);
+    setting a deadline here is a dict write (a raw `202` behind this protocol: 36-39 µs of
+    server CPU per request, 38.6-40.2 with the timers; plain uvicorn 32.6). A
     deadline fires up to one tick late, which for deadlines of seconds is "a moment later"."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:

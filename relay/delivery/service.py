@@ -175,9 +175,9 @@ class Deliveries:
         if running is None:
             return
         self._balance.endpoints = len(self._running)
-        self._balance.note(key, disabled=False)  # no longer counted at all
         running.stop.set()
         await running.task
+        self._balance.note(key, disabled=False)  # no longer counted (its dispatcher has ended)
         if forget:  # the endpoint was removed: its consumer would only pile up events
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(
