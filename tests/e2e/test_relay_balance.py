@@ -10,7 +10,9 @@ import json
 import signal
 import subprocess
 from collections import Counter, defaultdict
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,25 +109,45 @@ async def all_arrived(receiver: Receiver) -> bool:
     return len(receiver.deliveries) >= EXPECTED
 
 
-def relays_env(settings: Settings, receiver_url: str, webhook_secret: str) -> dict[str, str]:
-    return stack_env(
-        settings,
-        receiver_url,
-        webhook_secret,
-        WABUS_WEBHOOK_LEASE_TTL="2",  # hand-overs within a second; shorter than SLOW_SECONDS
-        WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
-    )
+@dataclass
+class Relays:
+    """Relays to start against one receiver; each is stopped on the way out."""
+
+    processes: ExitStack
+    env: dict[str, str]
+    log: Path
+    receiver_url: str
+
+    async def start(self) -> tuple[subprocess.Popen[bytes], str]:
+        """`python -m relay` on a free port, ready; the process and its URL."""
+        port = free_port()
+        relay = self.processes.enter_context(
+            service("relay", self.env | {"PORT": str(port)}, self.log)
+        )
+        url = f"http://127.0.0.1:{port}"
+        await eventually(lambda: ready(url), timeout=30)
+        return relay, url
 
 
-async def start_relay(
-    processes: ExitStack, env: dict[str, str], log: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m relay` on a free port, ready; the process and its URL."""
-    port = free_port()
-    relay = processes.enter_context(service("relay", env | {"PORT": str(port)}, log))
-    url = f"http://127.0.0.1:{port}"
-    await eventually(lambda: ready(url), timeout=30)
-    return relay, url
+@asynccontextmanager
+async def relays(
+    settings: Settings, nc: NATS, receiver: Receiver, webhook_secret: str, log: Path
+) -> AsyncIterator[Relays]:
+    """The streams, the receiver serving, and relays to start; their log printed at the end."""
+    await ensure_streams(nc.jetstream(), settings)
+    async with running(receiver.app()) as receiver_url:
+        env = stack_env(
+            settings,
+            receiver_url,
+            webhook_secret,
+            WABUS_WEBHOOK_LEASE_TTL="2",  # hand-overs within a second; shorter than SLOW_SECONDS
+            WABUS_WEBHOOK_TIMEOUT="15",  # no retry (which gives up order) on a busy machine
+        )
+        try:
+            with ExitStack() as processes:
+                yield Relays(processes, env, log, receiver_url)
+        finally:
+            print(log.read_text())
 
 
 async def create_instances(relay_url: str, receiver_url: str, webhook_secret: str) -> None:
@@ -149,39 +171,33 @@ async def test_a_joining_relay_takes_its_share_and_a_leaving_one_hands_it_back(
     settings: Settings, nc: NATS, webhook_secret: str, tmp_path: Path
 ) -> None:
     receiver = Receiver(webhook_secret, delay=lambda event: SLOW_SECONDS if slow(event) else 0)
-    await ensure_streams(nc.jetstream(), settings)
     log = tmp_path / "relays.log"
-    async with running(receiver.app()) as receiver_url:
-        env = relays_env(settings, receiver_url, webhook_secret)
-        try:
-            with ExitStack() as processes:
-                first, first_url = await start_relay(processes, env, log)
-                await create_instances(first_url, receiver_url, webhook_secret)
+    async with relays(settings, nc, receiver, webhook_secret, log) as running_relays:
+        first, first_url = await running_relays.start()
+        await create_instances(first_url, running_relays.receiver_url, webhook_secret)
 
-                async def first_holds_all() -> bool:
-                    return held_by(await holders(nc, settings), first.pid) == len(ENDPOINTS)
+        async def first_holds_all() -> bool:
+            return held_by(await holders(nc, settings), first.pid) == len(ENDPOINTS)
 
-                await eventually(first_holds_all, timeout=30)
-                alone = await holders(nc, settings)
-                await publish_phase(nc, settings, 0)
-                second, _ = await start_relay(processes, env, log)
+        await eventually(first_holds_all, timeout=30)
+        alone = await holders(nc, settings)
+        await publish_phase(nc, settings, 0)
+        second, _ = await running_relays.start()
 
-                async def shared_out() -> dict[str, str | None] | None:
-                    return await split(nc, settings, {first.pid: 2, second.pid: 1})
+        async def shared_out() -> dict[str, str | None] | None:
+            return await split(nc, settings, {first.pid: 2, second.pid: 1})
 
-                together = await eventually(shared_out, timeout=30)
-                await publish_phase(nc, settings, 1)
-                # stopped while its endpoint's last answer takes longer than the lease time
-                await eventually(lambda: slow_one_arrived(receiver), timeout=30)
-                second.send_signal(signal.SIGTERM)
-                # waited in a thread: the receiver runs in this loop and answers the relay's
-                # last requests while it stops
-                await asyncio.to_thread(second.wait, 30)
-                await eventually(first_holds_all, timeout=30)
-                await publish_phase(nc, settings, 2)
-                await eventually(lambda: all_arrived(receiver), timeout=60)
-        finally:
-            print(log.read_text())
+        together = await eventually(shared_out, timeout=30)
+        await publish_phase(nc, settings, 1)
+        # stopped while its endpoint's last answer takes longer than the lease time
+        await eventually(lambda: slow_one_arrived(receiver), timeout=30)
+        second.send_signal(signal.SIGTERM)
+        # waited in a thread: the receiver runs in this loop and answers the relay's
+        # last requests while it stops
+        await asyncio.to_thread(second.wait, 30)
+        await eventually(first_holds_all, timeout=30)
+        await publish_phase(nc, settings, 2)
+        await eventually(lambda: all_arrived(receiver), timeout=60)
 
     assert held_by(alone, first.pid) == 3
     assert held_by(together, second.pid) == 1  # the joining relay delivered its share
@@ -214,45 +230,40 @@ async def test_disabled_endpoints_are_left_out_of_the_shares(
     endpoints that work, one each — a share counting the disabled one let the first relay keep
     both. Enabled again, it is claimed and its backlog delivered, in order, once."""
     receiver = Receiver(webhook_secret)
-    await ensure_streams(nc.jetstream(), settings)
-    log = tmp_path / "relays.log"
-    async with running(receiver.app()) as receiver_url:
-        env = relays_env(settings, receiver_url, webhook_secret)
-        try:
-            with ExitStack() as processes:
-                first, first_url = await start_relay(processes, env, log)
-                states = await nc.jetstream().key_value(settings.topology.endpoints_bucket)
-                await EndpointStates(states).disable("global", "410 Gone (the test)")
-                await create_instances(first_url, receiver_url, webhook_secret)
+    async with relays(
+        settings, nc, receiver, webhook_secret, tmp_path / "relays.log"
+    ) as running_relays:
+        first, first_url = await running_relays.start()
+        states = await nc.jetstream().key_value(settings.topology.endpoints_bucket)
+        await EndpointStates(states).disable("global", "410 Gone (the test)")
+        await create_instances(first_url, running_relays.receiver_url, webhook_secret)
 
-                async def first_holds_the_two_that_work() -> bool:
-                    found = await holders(nc, settings)
-                    return held_by(found, first.pid) == 2 and found["global"] is None
+        async def first_holds_the_two_that_work() -> bool:
+            found = await holders(nc, settings)
+            return held_by(found, first.pid) == 2 and found["global"] is None
 
-                await eventually(first_holds_the_two_that_work, timeout=30)
-                second, _ = await start_relay(processes, env, log)
+        await eventually(first_holds_the_two_that_work, timeout=30)
+        second, _ = await running_relays.start()
 
-                async def one_each() -> dict[str, str | None] | None:
-                    return await split(nc, settings, {first.pid: 1, second.pid: 1})
+        async def one_each() -> dict[str, str | None] | None:
+            return await split(nc, settings, {first.pid: 1, second.pid: 1})
 
-                shared = await eventually(one_each, timeout=30)
-                await publish_phase(nc, settings, 0)
-                half = PER_PHASE * CHATS * len(INSTANCES)
+        shared = await eventually(one_each, timeout=30)
+        await publish_phase(nc, settings, 0)
+        half = PER_PHASE * CHATS * len(INSTANCES)
 
-                async def instance_endpoints_served() -> bool:
-                    return len(receiver.deliveries) >= half
+        async def instance_endpoints_served() -> bool:
+            return len(receiver.deliveries) >= half
 
-                await eventually(instance_endpoints_served, timeout=60)
-                async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
-                    await client.enable_endpoint("global")
+        await eventually(instance_endpoints_served, timeout=60)
+        async with RelayClient(first_url, API_KEY_ID, API_SECRET) as client:
+            await client.enable_endpoint("global")
 
-                async def global_served() -> bool:
-                    return len(receiver.deliveries) >= 2 * half
+        async def global_served() -> bool:
+            return len(receiver.deliveries) >= 2 * half
 
-                await eventually(global_served, timeout=60)
-                enabled = await holders(nc, settings)
-        finally:
-            print(log.read_text())
+        await eventually(global_served, timeout=60)
+        enabled = await holders(nc, settings)
 
     assert shared["global"] is None  # disabled: nobody holds it
     assert enabled["global"] is not None  # enabled again: claimed (the positive control)
