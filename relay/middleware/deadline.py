@@ -34,6 +34,7 @@ class BodyDeadlines:
         self._reading: dict[BodyDeadline, float] = {}
         """Reads in progress and their deadlines, oldest first."""
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, receive: Receive) -> BodyDeadline:
         """The deadline of one request's body, counted from now (its head is in)."""
@@ -41,6 +42,9 @@ class BodyDeadlines:
         return BodyDeadline(self, receive, loop, loop.time() + self.seconds)
 
     def watch(self, reading: BodyDeadline) -> None:
+        if reading.loop is not self._loop:  # an app served by another loop than before (tests):
+            self._loop, self._timer = reading.loop, None  # the old loop's timer never fires
+            self._reading.clear()
         self._reading[reading] = reading.deadline
         if self._timer is None:
             self._timer = reading.loop.call_at(reading.deadline, self._sweep, reading.loop)

@@ -100,3 +100,20 @@ async def test_the_sweep_is_at_most_a_quarter_of_the_shortest_deadline(seconds: 
     sweeper.set(connection, "body", seconds)
     assert sweeper.tick <= max(seconds / 4, 0.01)
     sweeper.clear(connection)
+
+
+def test_the_body_deadline_holds_on_the_next_event_loop_too() -> None:
+    """An app served by one loop and then by another (each test client runs its own): the first
+    loop's timer never fires, so the deadlines must be watched afresh on the second."""
+    deadlines = BodyDeadlines(0.2)
+
+    async def stalled() -> str:
+        return await asyncio.wait_for(_stalled_read(deadlines), 5)
+
+    async def abandoned() -> None:  # a read left watched when its loop ends
+        reading = deadlines.start(_complete_body)
+        reading.task = asyncio.current_task()
+        deadlines.watch(reading)
+
+    asyncio.run(abandoned())
+    assert asyncio.run(stalled()) == "body_timeout"
