@@ -11,7 +11,7 @@ which is how a single relay behaves anyway.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 
@@ -31,13 +31,14 @@ def surplus(held: Iterable[str], share: int) -> list[str]:
 
 @dataclass
 class Balance:
-    """This relay's view: how many relays run (None until counted), how many endpoints, and
+    """This relay's view: how many relays run (None until counted), which endpoints it knows, and
     which of them are disabled (they take no delivery, so they are left out of the shares:
     otherwise one relay could hold every endpoint that works while another held only disabled
     ones)."""
 
     relays: int | None = None
-    endpoints: int = 0
+    endpoints: Set[str] = frozenset()
+    """The endpoints this relay runs a dispatcher for (the service passes its live view)."""
     disabled: set[str] = field(default_factory=set)
     """As this relay's dispatchers last found them in the endpoints bucket."""
 
@@ -52,7 +53,7 @@ class Balance:
         """The most leases to hold now; None for no limit."""
         if self.relays is None:
             return None
-        return fair_share(self.endpoints - len(self.disabled), self.relays)
+        return fair_share(len(self.endpoints - self.disabled), self.relays)
 
     def may_claim(self, held: int) -> bool:
         share = self.share

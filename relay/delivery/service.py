@@ -96,6 +96,7 @@ class Deliveries:
         self.states = shared.states
         self._leases = shared.leases
         self._running: dict[str, Running] = {}
+        self._balance.endpoints = self._running.keys()  # a live view: always the running ones
         self._by_instance: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch = ConfigWatch(self._apply, lambda: set(self._by_instance))
@@ -168,16 +169,14 @@ class Deliveries:
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))
         self._running[target.key] = Running(dispatcher, task, stop)
-        self._balance.endpoints = len(self._running)
 
     async def _stop_endpoint(self, key: str, *, forget: bool) -> None:
         running = self._running.pop(key, None)
         if running is None:
             return
-        self._balance.endpoints = len(self._running)
         running.stop.set()
         await running.task
-        self._balance.note(key, disabled=False)  # no longer counted (its dispatcher has ended)
+        self._balance.disabled.discard(key)  # its dispatcher has ended: nothing notes it again
         if forget:  # the endpoint was removed: its consumer would only pile up events
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(
@@ -232,7 +231,7 @@ class Deliveries:
             log.info(
                 "relays running",
                 relays=relays,
-                endpoints=self._balance.endpoints,
+                endpoints=len(self._running),
                 disabled=len(self._balance.disabled),
                 share=self._balance.share,
             )

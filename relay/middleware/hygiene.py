@@ -38,7 +38,7 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID:
             if _SANE.fullmatch(value):
-                return str(value.decode())
+                return str(value.decode())  # typed Any in the scope
             break
     return "req_" + random_hex(8)
 

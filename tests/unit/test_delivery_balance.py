@@ -6,6 +6,13 @@ import pytest
 
 from relay.delivery.balance import Balance, fair_share, surplus
 
+KEYS = ("global", "a/hook", "b/hook", "c/hook")
+
+
+def known(count: int) -> frozenset[str]:
+    """The first `count` endpoint keys, as a relay running their dispatchers knows them."""
+    return frozenset(KEYS[:count])
+
 
 @pytest.mark.parametrize(
     ("endpoints", "relays", "share"),
@@ -64,12 +71,12 @@ def test_surplus_is_the_last_in_key_order(
 def test_may_claim_below_the_share_only(
     relays: int | None, endpoints: int, held: int, may_claim: bool
 ) -> None:
-    assert Balance(relays, endpoints).may_claim(held) is may_claim
+    assert Balance(relays, known(endpoints)).may_claim(held) is may_claim
 
 
 def test_hands_over_nothing_before_counting() -> None:
-    assert Balance(None, 3).to_hand_over(["a", "b", "c"]) == []
-    assert Balance(3, 3).to_hand_over(["a", "b", "c"]) == ["b", "c"]
+    assert Balance(None, known(3)).to_hand_over(["a", "b", "c"]) == []
+    assert Balance(3, known(3)).to_hand_over(["a", "b", "c"]) == ["b", "c"]
 
 
 @pytest.mark.parametrize(
@@ -81,19 +88,20 @@ def test_hands_over_nothing_before_counting() -> None:
         (2, 3, {"global", "a/hook", "b/hook"}, 0),  # nothing to deliver
         (1, 3, {"global"}, 2),
         (3, 4, {"a/hook"}, 1),
+        (2, 3, {"gone/hook"}, 2),  # noted disabled, then removed: no longer subtracted
     ],
 )
 def test_disabled_endpoints_are_left_out_of_the_shares(
     relays: int, endpoints: int, disabled: set[str], share: int
 ) -> None:
-    balance = Balance(relays, endpoints)
+    balance = Balance(relays, known(endpoints))
     for endpoint in disabled:
         balance.note(endpoint, disabled=True)
     assert balance.share == share
 
 
 def test_an_endpoint_enabled_again_counts_again() -> None:
-    balance = Balance(2, 3)
+    balance = Balance(2, known(3))
     balance.note("global", disabled=True)
     assert balance.to_hand_over(["a/hook", "b/hook"]) == ["b/hook"]  # share 1
     balance.note("global", disabled=False)
