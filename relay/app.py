@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.endpoints import routes_of
@@ -49,7 +50,7 @@ def create_app(
             limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
             yield {"relay": RelayState(settings, settings.keys, limiter, stores)}
 
-    return Starlette(
+    return RelayApp(
         routes=[
             *routes_of(ENDPOINTS),
             *health_routes(_readiness),
@@ -58,20 +59,29 @@ def create_app(
             Mount("/v1", routes=V1_ROUTES),
             *dashboard_routes(settings),
         ],
-        middleware=_middleware(settings),
+        edge=_edge(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
+class RelayApp(Starlette):
+    """Starlette with the relay's edge (`relay.middleware.edge`) outside its own layers: the
+    hot send is served there, before Starlette's server-error and exception middleware and
+    its router, which every other request goes on through."""
+
+    def __init__(self, *, edge: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self._edge = edge
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._edge(super().build_middleware_stack())
+
+
+def _edge(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     """The client address is settled first (trusted proxies only), then one pass
     (`relay.middleware.edge`): request id, CORS, failed-auth guard, body deadline and the hot
-    path's router, so that every layer above serves the hot path as it serves any route."""
-    stack = []
-    if settings.trusted_proxies:  # uvicorn's own: the rightmost untrusted X-Forwarded-For entry
-        trusted = [str(network) for network in settings.trusted_proxies]
-        stack.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted))
+    path's router."""
     cors = None
     if settings.cors_origins:
         cors = {
@@ -88,14 +98,23 @@ def _middleware(settings: Settings) -> list[Middleware]:
             "expose_headers": ["X-Request-Id", "Retry-After"],
             "max_age": 600,
         }
-    stack.append(
-        Middleware(
-            Edge,
+    # uvicorn's own: the rightmost untrusted X-Forwarded-For entry is the client
+    trusted = [str(network) for network in settings.trusted_proxies]
+    proxies = Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        edge = Edge(
+            app,
             cors=cors,
             auth_failure_limit=settings.auth_failure_limit,
             auth_failure_window=settings.auth_failure_window,
             body_timeout=settings.body_timeout,
             endpoints=ENDPOINTS,
         )
-    )
-    return stack
+        if not trusted:
+            return edge
+        cls, args, options = proxies  # as Starlette builds its middleware
+        settled: ASGIApp = cls(edge, *args, **options)
+        return settled
+
+    return wrap

@@ -47,13 +47,17 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
 
 @contextlib.asynccontextmanager
 async def relay_on(
-    fakes: Fakes, settings: Settings | None = None
+    fakes: Fakes, settings: Settings | None = None, *, raise_app_exceptions: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real app, built by `create_app` on `fakes` and served in-process: its lifespan runs
-    around the block, and each request gets a copy of the lifespan's state, as a server gives."""
+    around the block, and each request gets a copy of the lifespan's state, as a server gives.
+    An exception the app raises on to its server fails the request, unless
+    `raise_app_exceptions` is off (then the client gets what the app answered before)."""
     app = create_app(settings or route_settings(), fakes.open)
     async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=_with_state(app, state or {}))
+        transport = httpx.ASGITransport(
+            app=_with_state(app, state or {}), raise_app_exceptions=raise_app_exceptions
+        )
         async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
             yield client
 

@@ -6,6 +6,9 @@ Why one pass: as five layers each request went through five coroutine frames and
 around `send`, on the hot path of every send. Here one coroutine applies them, with one wrapper
 around `send`: 10-15 µs less per send in process (docs/api.md "Performance").
 
+It runs outside Starlette's own layers (`relay.app.RelayApp`), so its headers and request id
+are on every answer, a 500 from Starlette's server-error middleware included.
+
 The order is the layers' order, outermost first, and so is what a client sees: the request id
 covers everything; CORS answers a preflight itself (also for a client the guard refuses), and
 its headers go on every answer, the guard's 429 included; the guard refuses a blocked address

@@ -1,13 +1,15 @@
 """The hot path's router: endpoints marked `hot` (the signed send) are matched and served by
-`relay.middleware.edge`, innermost of its pass, before Starlette's exception middleware and
-router.
+`relay.middleware.edge`, innermost of its pass, which runs outside Starlette's own layers
+(`relay.app.RelayApp`): a signed send never enters Starlette's server-error and exception
+middleware or its router.
 
-Why: on a signed send those two layers, the route's request/response wrapper and their send
+Why: on a signed send those layers, the route's request/response wrapper and their send
 wrappers cost more relay CPU than the signature check and the validation together (the profile
 in docs/api.md). The endpoint is the same `Endpoint` and its gate the same code
-(`Endpoint.serve`); its errors go to the same handlers (`relay.problems`), and anything
-unexpected goes on up to the server-error middleware, as from any route. Starlette keeps the
-route too (the other methods on its path reach Starlette's router).
+(`Endpoint.serve`); its errors go to the same handlers (`relay.problems`), the unexpected ones
+too — answered 500 `internal_error`, then raised on to the server, as Starlette's server-error
+middleware does for any other route. Starlette keeps the route too (the other methods on its
+path reach Starlette's router).
 """
 
 from __future__ import annotations
@@ -44,24 +46,22 @@ class HotRoutes:
 
 
 async def serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-    """The endpoint's answer, its errors to the app's handlers as Starlette's exception
-    middleware would send them."""
+    """The endpoint's answer, its errors to the app's handlers as Starlette's exception and
+    server-error middleware would send them."""
     try:
         response = await endpoint.serve(scope, receive)
-    except Exception as error:  # routed to its registered handler, or re-raised below
+    except Exception as error:  # answered by its registered handler
         handler = _handler_for(error)
-        if handler is None:
-            raise  # the server-error middleware answers (and logs) it, as for any route
         response = await handler(Request(scope, receive), error)
+        if handler is EXCEPTION_HANDLERS[Exception]:
+            await response(scope, receive, send)
+            raise  # as Starlette's server-error middleware does: the server logs it too
     await response(scope, receive, send)
 
 
-def _handler_for(error: Exception) -> ErrorHandler | None:
-    """The app's handler for `error`'s class, as Starlette's exception middleware picks it;
-    None for the catch-all, which is the server-error middleware's."""
+def _handler_for(error: Exception) -> ErrorHandler:
+    """The app's handler for `error`'s class, as Starlette's middleware picks it."""
     for cls in type(error).__mro__:
-        if cls is Exception:
-            return None
         if cls in EXCEPTION_HANDLERS:
             return EXCEPTION_HANDLERS[cls]
-    return None
+    return EXCEPTION_HANDLERS[Exception]
