@@ -11,8 +11,9 @@ repeat). Two phases:
   time, so a stalled relay cannot hide queueing (no coordinated omission);
 - throughput: closed loop, `--connections` requests in flight per generator, for `--duration` s;
   with `--load wrk` (the default when Debian's `wrk` is installed) wrk sends requests signed
-  beforehand (each signature used once, all within the ±300 s window); with `--load python`
-  aiohttp processes sign each request as they send it.
+  beforehand (each signature used once, all within the ±300 s window; `--wrk-cap` per second
+  of run — when wrk runs out of them the run says so, its rate being the cap's); with
+  `--load python` aiohttp processes sign each request as they send it.
 
 The latency phase runs first, on the freshly warmed-up relay, then the throughput phase. With
 `--express DIR` the Node design's Express API gets the same wrk load right after
@@ -361,7 +362,11 @@ def main() -> None:
         help="throughput load generator: wrk with pre-signed requests, or aiohttp processes",
     )
     parser.add_argument(
-        "--wrk-cap", type=int, default=15000, help="pre-signed requests per second of run"
+        "--wrk-cap",
+        type=int,
+        default=40000,
+        help="pre-signed requests per second of run (wrk stops when they run out: the run "
+        "then says so, and its rate is the cap's, not the relay's)",
     )
     parser.add_argument(
         "--signature",
@@ -420,6 +425,7 @@ def main() -> None:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server"
             )  # fmt: skip
             throughput = latency = None
+            capped = ""
             in_flight_at_cutoff = 0
             if args.rate_duration > 0:
                 result, elapsed = _run_phase(
@@ -436,6 +442,11 @@ def main() -> None:
                     args.duration,
                     int(args.wrk_cap * args.duration),
                 )
+                answered = result.accepted + sum(result.errors.values())
+                unsent = int(args.wrk_cap * args.duration) - answered  # or still in flight
+                if unsent <= args.connections * args.generators:
+                    capped = f"wrk ran out of pre-signed requests: raise --wrk-cap ({args.wrk_cap})"
+                    print(json.dumps({"warning": capped}), flush=True)
                 p50, p99, most = result.latencies_ms
                 result.latencies_ms = []
                 throughput = _report("throughput (wrk)", result, args.duration)
@@ -499,7 +510,8 @@ def main() -> None:
                     f"{throughput['sends_per_second']} signed sends/s, "
                     f"{round(relay_cpu / sends * 1e6)} us of relay CPU per send (target <= 150 "
                     f"on one worker); p99 {latency['p99_ms']} ms at {args.rate:g}/s "
-                    f"(target <= 15); durable: {ok}{versus}",
+                    f"(target <= 15); durable: {ok}{versus}"
+                    + (f"; NOT the relay's rate: {capped}" if capped else ""),
                     flush=True,
                 )
         finally:
