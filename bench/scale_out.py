@@ -427,6 +427,9 @@ def _wrk_all(urls: list[str], options: argparse.Namespace, scratch: Path) -> lis
                 "socket_errors": int(fields[3]),
                 "p50_ms": float(fields[4]),
                 "p99_ms": float(fields[5]),
+                # wrk stops when they run out: the rate is then the cap's, not the relay's
+                "ran_out_of_signed_requests": int(fields[1]) + options.connections
+                >= int(options.wrk_cap * options.send_seconds),
             }
         )
     return results
@@ -511,6 +514,7 @@ def _relay_size(
         ],
         "send_errors": sum(r["bad_status"] + r["socket_errors"] for r in sends),
         "send_p99_ms_max": max(r["p99_ms"] for r in sends),
+        "send_rate_capped_by_wrk_cap": any(r["ran_out_of_signed_requests"] for r in sends),
         "relay_cpu_us_per_send": round(send_cpu / max(1, accepted) * 1e6),
     }
 
@@ -724,7 +728,7 @@ def main() -> None:
     relays.add_argument("--chats", type=int, default=100, help="chats per instance")
     relays.add_argument("--send-seconds", type=float, default=8.0, help="wrk per size, s")
     relays.add_argument("--connections", type=int, default=16, help="wrk connections per relay")
-    relays.add_argument("--wrk-cap", type=int, default=12_000, help="pre-signed per s per relay")
+    relays.add_argument("--wrk-cap", type=int, default=40_000, help="pre-signed per s per relay")
     neonize = parser.add_argument_group("neonize")
     neonize.add_argument("--clients", type=int, default=50, help="neonize clients")
     neonize.add_argument("--rounds", type=int, default=3, help="connect attempts per client")
