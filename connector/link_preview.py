@@ -8,7 +8,6 @@ answers None (or a preview without a thumbnail) and never raises into a send.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import dataclasses
 import re
@@ -21,6 +20,7 @@ from yarl import URL
 
 from connector.fetch import FetchError, fetch_bytes
 from connector.images import as_jpeg
+from wabus.conversion import in_turn
 from wabus.logs import get_logger
 from wabus.ssrf import Network
 
@@ -253,7 +253,7 @@ async def fetch_preview(
         if media_type not in HTML_TYPES:
             _skipped(url, "not_html", f"the page is {media_type or 'of no stated type'}")
             return None
-        found = await asyncio.to_thread(parse_preview, page.data, page.final_url, charset)
+        found = await in_turn(parse_preview, page.data, page.final_url, charset)
         if found.title is None and found.description is None and found.image_url is None:
             _skipped(url, "nothing_to_show", "no title, description or image")
             return None
@@ -309,7 +309,7 @@ async def _thumbnail_of(
     except FetchError as error:
         log.debug("link preview without a thumbnail", code=error.code, reason=error.reason)
         return None
-    return await asyncio.to_thread(thumbnail_jpeg, image.data)
+    return await in_turn(thumbnail_jpeg, image.data)
 
 
 def thumbnail_jpeg(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:

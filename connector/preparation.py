@@ -10,7 +10,6 @@ be forwarded). Failures are `SendError`s with stable codes, which end in `messag
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ from schemas.commands import (
 from schemas.envelope import utc_now
 from schemas.events import MessageKind
 from schemas.queries import GroupInfo, GroupParticipant, GroupQuery
-from wabus.conversion import ConversionError
+from wabus.conversion import ConversionError, in_turn
 from wabus.ssrf import Network
 from wabus.stickers import to_sticker
 from wabus.voice import to_voice_note
@@ -133,16 +132,17 @@ async def load_media(
 async def prepare_media(
     message: SendMedia, allow: Sequence[Network] = (), limit: int = MAX_MEDIA_BYTES
 ) -> PreparedMedia:
-    """Loaded and, for voice notes and stickers, converted (in a thread: it is CPU work)."""
+    """Loaded and, for voice notes and stickers, converted (in a thread, in turn: it is CPU
+    work and memory, `wabus.conversion.in_turn`)."""
     data, mimetype = await load_media(message, allow, limit)
     try:
         if isinstance(message, SendAudio) and message.voice:
-            note = await asyncio.to_thread(to_voice_note, data)
+            note = await in_turn(to_voice_note, data)
             return PreparedMedia(
                 note.data, VOICE_MIMETYPE, seconds=note.seconds, waveform=note.waveform
             )
         if isinstance(message, SendSticker):
-            sticker = await asyncio.to_thread(to_sticker, data)
+            sticker = await in_turn(to_sticker, data)
             return PreparedMedia(sticker.data, "image/webp", animated=sticker.animated)
     except ConversionError as error:
         raise SendError(error.code, error.reason) from error

@@ -26,6 +26,7 @@ from connector.supervisor import NotConnected
 from schemas.envelope import ContractModel
 from schemas.queries import QUERIES, GroupSettings, QueryAnswer
 from schemas.subjects import Topology, parse_subject
+from wabus.conversion import in_turn
 from wabus.logs import get_logger
 from wabus.natsbus import UNAVAILABLE
 
@@ -74,10 +75,10 @@ async def answer(instances: InstanceManager, instance: str, name: str, body: byt
 
 async def _prepared(request: ContractModel) -> ContractModel:
     """The request as the engine gets it: a group photo re-encoded as WhatsApp's JPEG (the
-    caller may send a PNG, WebP or GIF), in a thread."""
+    caller may send a PNG, WebP or GIF), in a thread, in turn (`wabus.conversion.in_turn`)."""
     if not isinstance(request, GroupSettings) or request.photo_base64 is None:
         return request
-    jpeg = await asyncio.to_thread(group_photo_jpeg, base64.b64decode(request.photo_base64))
+    jpeg = await in_turn(group_photo_jpeg, base64.b64decode(request.photo_base64))
     if jpeg is None:
         raise QueryError(
             "invalid_query",
