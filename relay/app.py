@@ -48,7 +48,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with open_stores(settings) as stores:
             limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-            yield {"relay": RelayState(settings, settings.keys, limiter, stores)}
+            bodies = RateLimiter(settings.rate_limit_bytes, settings.rate_burst_bytes)
+            yield {"relay": RelayState(settings, settings.keys, limiter, bodies, stores)}
 
     return RelayApp(
         routes=[

@@ -1,5 +1,5 @@
-"""Token buckets kept in this process: per API key (the request rate) and per client address
-(failed authentications, `relay.middleware.guard`).
+"""Token buckets kept in this process: per API key (its requests, and the bytes of their
+bodies) and per client address (failed authentications, `relay.middleware.guard`).
 
 Why in process and not in NATS: a shared counter would add a NATS round trip to every request,
 the hot path this relay is measured on. The cost is that the limit holds per relay process: with
@@ -48,15 +48,25 @@ class RateLimiter:
             bucket.updated = now
         return bucket
 
-    def take(self, key: str, now: float) -> float:
-        """Spend one token for `key`; 0.0 when allowed, else the seconds until one is free."""
+    def take(self, key: str, now: float, cost: float = 1.0) -> float:
+        """Spend `cost` tokens for `key`; 0.0 when allowed (then spent), else the seconds until
+        they are there (nothing spent). A cost over `burst` needs a full bucket: a request
+        larger than the burst is slowed down, never refused for ever."""
         if self.rate <= 0:
             return 0.0
         bucket = self._refilled(key, now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        cost = min(cost, float(self.burst))
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
             return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return (cost - bucket.tokens) / self.rate
+
+    def give_back(self, key: str, cost: float = 1.0) -> None:
+        """Return what `take` spent for a request then refused on other grounds (up to the
+        burst)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + min(cost, float(self.burst)))
 
     def wait(self, key: str, now: float) -> float:
         """Seconds until `key` has a token, spending nothing (0.0 when it has one now).

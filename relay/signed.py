@@ -73,7 +73,8 @@ async def authenticate(
     limit: int,
     replay_by_publish: bool = False,
 ) -> tuple[bytes, Verified]:
-    """Verify size, signature, freshness, replay and the key's rate; returns body and signature.
+    """Verify size, signature, freshness, replay and the key's rates (requests, and body bytes);
+    returns body and signature.
 
     `limit` is the route's body limit. With `replay_by_publish` (the route publishes
     one command whose id is the `Idempotency-Key` or `signed_command_id`, and the command
@@ -91,12 +92,18 @@ async def authenticate(
         )
     except AuthError as error:
         raise Problem(401, error.code, error.detail, headers=UNAUTHORIZED_HEADERS) from error
-    wait = state.limiter.take(verified.key.key_id, time.monotonic())
+    key_id = verified.key.key_id
+    moment = time.monotonic()
+    wait, over = state.limiter.take(key_id, moment), "rate limit"
+    if not wait and body:
+        wait, over = state.body_limiter.take(key_id, moment, len(body)), "rate of body bytes"
+        if wait:
+            state.limiter.give_back(key_id)
     if wait:
         raise Problem(
             429,
             "rate_limited",
-            f"key {verified.key.key_id!r} is over its rate limit; retry after {wait:.2f}s",
+            f"key {key_id!r} is over its {over}; retry after {wait:.2f}s",
             headers={"Retry-After": str(max(1, round(wait + 0.5)))},
         )
     if replay_by_publish and verified.covers_idempotency_key:

@@ -22,6 +22,10 @@ class RelayState:
     settings: Settings
     keys: dict[str, ApiKey]
     limiter: RateLimiter
+    """Each key's requests per second (`WABUS_RATE_LIMIT`)."""
+    body_limiter: RateLimiter
+    """Each key's body bytes per second (`WABUS_RATE_LIMIT_BYTES`): what a request costs the
+    relay grows with its body (validating, probing and encoding inline media)."""
     stores: Stores
 
     @property

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     )  # under NATS's max_payload of 8 MiB (infra/, `wabus dev`) with room for the envelope
     rate_limit: float = Field(default=200.0, ge=0, validation_alias="WABUS_RATE_LIMIT")
     rate_burst: int = Field(default=400, ge=1, validation_alias="WABUS_RATE_BURST")
+    # a key's body bytes per second: a request's cost grows with its body (inline media)
+    rate_limit_bytes: float = Field(
+        default=float(8 << 20), ge=0, validation_alias="WABUS_RATE_LIMIT_BYTES"
+    )
+    rate_burst_bytes: int = Field(default=32 << 20, ge=1, validation_alias="WABUS_RATE_BURST_BYTES")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="WABUS_CORS_ORIGINS"
     )

@@ -106,6 +106,31 @@ async def test_over_its_rate_a_key_gets_429_with_retry_after(fakes: Fakes) -> No
     assert int(answers[2].headers["retry-after"]) >= 1
 
 
+async def test_over_its_body_bytes_a_key_gets_429_and_keeps_its_request_token(
+    fakes: Fakes,
+) -> None:
+    """Bodies cost their bytes (inline media costs the relay by its size): a key past its rate
+    of body bytes is refused before anything is validated or queued, the refused request's
+    token given back. Positive controls: the first large body and a small one pass."""
+    media = {"to": "5511999999999", "type": "image", "base64": "A" * 1800}
+    limits = route_settings(
+        rate_limit=0.001, rate_burst=3, rate_limit_bytes=10, rate_burst_bytes=3000
+    )
+    async with relay_on(fakes, limits) as relay:
+        first = await signed_in_process(relay, "POST", SEND, media)
+        second = await signed_in_process(relay, "POST", SEND, media)
+        smalls = [await signed_in_process(relay, "POST", SEND, TEXT) for _ in range(3)]
+    assert first.status_code == 202, first.text
+    refused(second, 429, "rate_limited")
+    assert "rate of body bytes" in second.json()["detail"]
+    assert int(second.headers["retry-after"]) >= 1
+    # a burst of 3 requests: the first and two small ones, since the refused one was given back
+    assert [answer.status_code for answer in smalls[:2]] == [202, 202]
+    refused(smalls[2], 429, "rate_limited")
+    assert "rate limit" in smalls[2].json()["detail"]
+    assert len(fakes.commands.published) == 3
+
+
 async def test_a_scoped_key_is_refused_outside_its_scope(
     relay: httpx.AsyncClient, fakes: Fakes
 ) -> None:
