@@ -35,11 +35,11 @@ from procfs import cpu_seconds, process_tree  # noqa: E402 - beside this script
 from relay_sends import (  # noqa: E402 - beside this script
     INSTANCE,
     KEY_ID,
-    PREFIX,
     SECRET,
     _percentile,
     _run_phase,
     _wait_ready,
+    relay_environment,
 )
 
 from relay.client import signed_headers  # noqa: E402
@@ -86,16 +86,8 @@ def _run(byte_limit: str, options: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch, EmbeddedNats(Path(scratch) / "nats") as server:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = os.environ | {
-            "NATS_URL": server.url,
-            "PORT": str(port),
-            "WABUS_HOST": "127.0.0.1",
-            "WABUS_API_KEYS": f"{KEY_ID}:{SECRET},{NOISY_KEY}:{NOISY_SECRET}",
-            "WABUS_RELAY_WORKERS": "1",
-            "WABUS_SUBJECT_PREFIX": PREFIX,
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
+        keys = f"{KEY_ID}:{SECRET},{NOISY_KEY}:{NOISY_SECRET}"
+        env = relay_environment(server.url, port, keys, 1)
         if byte_limit:
             env["WABUS_RATE_LIMIT_BYTES"] = byte_limit
         relay = subprocess.Popen([sys.executable, "-m", "relay"], env=env, cwd=ROOT)

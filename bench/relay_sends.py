@@ -299,6 +299,21 @@ def _wrk_phase(url: str, threads: int, connections: int, seconds: float, cap: in
     return result
 
 
+def relay_environment(nats_url: str, port: int, api_keys: str, workers: int) -> dict[str, str]:
+    """`python -m relay`'s environment in these benchmarks: loopback, the benchmark's own
+    subject prefix, warnings only."""
+    return os.environ | {
+        "NATS_URL": nats_url,
+        "PORT": str(port),
+        "WABUS_HOST": "127.0.0.1",
+        "WABUS_API_KEYS": api_keys,
+        "WABUS_RELAY_WORKERS": str(workers),
+        "WABUS_SUBJECT_PREFIX": PREFIX,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -388,17 +403,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, EmbeddedNats(Path(scratch) / "nats") as server:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = os.environ | {
-            "NATS_URL": server.url,
-            "PORT": str(port),
-            "WABUS_HOST": "127.0.0.1",
-            "WABUS_API_KEYS": f"{KEY_ID}:{SECRET}",
-            "WABUS_RELAY_WORKERS": "1" if args.profile else str(args.workers),
-            "WABUS_SUBJECT_PREFIX": PREFIX,
-            "WABUS_RATE_LIMIT": "0",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
+        env = relay_environment(
+            server.url, port, f"{KEY_ID}:{SECRET}", 1 if args.profile else args.workers
+        ) | {"WABUS_RATE_LIMIT": "0"}
         command = [sys.executable, "-m", "relay"]
         if args.profile:
             command = [sys.executable, "-m", "cProfile", "-o", str(args.profile), "-m", "relay"]
