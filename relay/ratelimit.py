@@ -66,7 +66,7 @@ class RateLimiter:
         burst)."""
         bucket = self._buckets.get(key)
         if bucket is not None:
-            bucket.tokens = min(float(self.burst), bucket.tokens + min(cost, float(self.burst)))
+            bucket.tokens = min(float(self.burst), bucket.tokens + cost)
 
     def wait(self, key: str, now: float) -> float:
         """Seconds until `key` has a token, spending nothing (0.0 when it has one now).
